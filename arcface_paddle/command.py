@@ -1,0 +1,27 @@
+"""Shared shell for `tools/*.py`: user errors become one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Callable, NoReturn
+
+from insightface_paddle.errors import InsightFaceError
+
+from .errors import ArcFaceError
+
+USER_ERRORS = (ArcFaceError, InsightFaceError)
+
+
+def run_main(main: Callable[[Sequence[str] | None], int | None],
+             argv: Sequence[str] | None = None) -> NoReturn:
+    """Call `main(argv)` and exit with its code; user errors print `error: <message>`, exit 1."""
+    try:
+        code = main(argv)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,53 @@
+"""Shared fixtures: real data and models come from INSIGHTFACE_PADDLE_SHARED.
+
+With the variable set (CI sets it), a missing file fails the test. Without it (a user's
+machine) tests that need real data skip; in CI (CI=true) an unset variable is itself a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ENV = "INSIGHTFACE_PADDLE_SHARED"
+
+
+def _shared_root() -> Path | None:
+    root = os.environ.get(SHARED_ENV)
+    if root:
+        return Path(root).resolve()
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{SHARED_ENV} is not set; CI must provide the shared data folder")
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared():
+    """shared("data/lfw.bin") -> Path, failing if the file is missing, skipping if no data."""
+    root = _shared_root()
+    if root is None:
+        pytest.skip(f"{SHARED_ENV} not set: real data and models unavailable")
+
+    def resolve(relative: str) -> Path:
+        path = root / relative
+        if not path.exists():
+            pytest.fail(f"{SHARED_ENV}={root} has no {relative}")
+        return path
+
+    return resolve
+
+
+@pytest.fixture(scope="session")
+def model_home(shared) -> Path:
+    """Points the model zoo cache at the shared, read-only copy of the published models."""
+    home = shared("models")
+    previous = os.environ.get("INSIGHTFACE_PADDLE_HOME")
+    os.environ["INSIGHTFACE_PADDLE_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("INSIGHTFACE_PADDLE_HOME", None)
+    else:
+        os.environ["INSIGHTFACE_PADDLE_HOME"] = previous
