@@ -5,6 +5,8 @@ The runtime is a leaf package: it never imports the training library `arcface_pa
 
 __version__ = "1.0.0"
 
+from .api import Face, InsightFace
 from .errors import InsightFaceError
+from .index import Candidate, FaceIndex
 
-__all__ = ["InsightFaceError", "__version__"]
+__all__ = ["Candidate", "Face", "FaceIndex", "InsightFace", "InsightFaceError", "__version__"]

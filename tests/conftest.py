@@ -51,3 +51,39 @@ def model_home(shared) -> Path:
         os.environ.pop("INSIGHTFACE_PADDLE_HOME", None)
     else:
         os.environ["INSIGHTFACE_PADDLE_HOME"] = previous
+
+
+# -- the runtime's real models, loaded once per session -------------------------------------------
+@pytest.fixture(scope="session")
+def detector(model_home):
+    from insightface_paddle import zoo
+    from insightface_paddle.detection import FaceDetector
+
+    return FaceDetector.from_folder(zoo.resolve("BlazeFace"))
+
+
+@pytest.fixture(scope="session")
+def embedder(model_home):
+    from insightface_paddle import zoo
+    from insightface_paddle.recognition import FaceEmbedder
+
+    return FaceEmbedder.from_folder(zoo.resolve("MobileFace"), "MobileFace")
+
+
+@pytest.fixture(scope="session")
+def app(model_home):
+    from insightface_paddle import InsightFace
+
+    return InsightFace()
+
+
+@pytest.fixture(scope="session")
+def friends_index(tmp_path_factory, model_home, shared) -> Path:
+    """The demo gallery indexed through the CLI, largest detected face of each photo."""
+    from insightface_paddle.cli import main
+
+    path = tmp_path_factory.mktemp("friends_index") / "friends.npz"
+    code = main(["--build_index", str(path), "--img_dir", str(shared("demo/friends/gallery")),
+                 "--detect_gallery"])
+    assert code == 0
+    return path

@@ -1,0 +1,219 @@
+"""The Python API apps call: prepare the models once, then `predict(image)` -> faces.
+
+    from insightface_paddle import InsightFace
+    app = InsightFace(index="friends.npz")
+    for face in app.predict(cv2.imread("photo.jpg")):      # ndarrays are BGR unless told
+        print(face.label, face.similarity, face.box)
+
+Paths are read by the library (any format OpenCV decodes); ndarrays are uint8 [H, W, 3] in
+`channel_order` ("bgr" by default, as OpenCV gives them; "rgb" for PIL/imageio). Nothing is
+written to disk unless asked (`build_index(...).save(path)`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from tqdm import tqdm
+
+from . import __version__, zoo
+from .detection import FaceDetector
+from .errors import InsightFaceError
+from .gallery import scan_gallery
+from .index import UNKNOWN, Candidate, FaceIndex
+from .media import Frame, as_rgb, read_image
+from .predictor import PredictorOptions
+from .recognition import FaceEmbedder, crop_box, l2_normalize
+
+ImageLike = Union[str, os.PathLike, np.ndarray]
+
+
+@dataclass
+class Face:
+    #: x1, y1, x2, y2 in pixels of the input image
+    box: tuple[float, float, float, float]
+    #: detector confidence (1.0 when the whole image was taken as the face)
+    score: float
+    #: best identity, "unknown" below the recognition threshold, None without an index
+    label: str | None = None
+    #: cosine similarity of the best identity
+    similarity: float | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    #: unit-length embedding, None when recognition is off
+    embedding: np.ndarray | None = None
+
+    def to_dict(self, with_embedding: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "box": [round(float(v), 1) for v in self.box],
+            "score": round(float(self.score), 4),
+            "label": self.label,
+            "similarity": None if self.similarity is None else round(self.similarity, 4),
+            "candidates": [{"label": c.label, "similarity": round(c.similarity, 4)}
+                           for c in self.candidates],
+        }
+        if with_embedding and self.embedding is not None:
+            out["embedding"] = [float(v) for v in self.embedding]
+        return out
+
+
+class InsightFace:
+    """Detection (BlazeFace) and recognition (MobileFace, ArcFace or an exported model).
+
+    `det_model` / `rec_model`: a zoo name or a model folder; pass None to switch a stage off
+    (no detector: each image is one face). `index`: an index file or a `FaceIndex`.
+    """
+
+    def __init__(self, det_model: str | os.PathLike | None = "BlazeFace",
+                 rec_model: str | os.PathLike | None = "MobileFace",
+                 index: str | os.PathLike | FaceIndex | None = None, *,
+                 det_thresh: float = 0.5, rec_thresh: float = 0.45, cdd_num: int = 5,
+                 max_batch_size: int = 8, approximate_search: bool = False,
+                 use_gpu: bool = False, cpu_threads: int | None = None,
+                 enable_mkldnn: bool = True) -> None:
+        if det_model is None and rec_model is None:
+            raise InsightFaceError("nothing to do: enable detection, recognition or both")
+        if not 0.0 <= det_thresh <= 1.0:
+            raise InsightFaceError(f"--det_thresh must be in [0, 1], got {det_thresh}")
+        if cdd_num < 1:
+            raise InsightFaceError(f"--cdd_num must be >= 1, got {cdd_num}")
+        options = PredictorOptions(use_gpu=use_gpu, enable_mkldnn=enable_mkldnn,
+                                   **({"cpu_threads": cpu_threads} if cpu_threads else {}))
+        if use_gpu:
+            _require_cuda()
+        self.rec_thresh = rec_thresh
+        self.cdd_num = cdd_num
+        self.approximate_search = approximate_search
+        self.detector = self.embedder = None
+        if det_model is not None:
+            self.detector = FaceDetector.from_folder(
+                zoo.resolve(det_model, "detection"), options, threshold=det_thresh)
+        if rec_model is not None:
+            folder = zoo.resolve(rec_model, "recognition")
+            name = str(rec_model) if str(rec_model) in zoo.ZOO else None
+            self.embedder = FaceEmbedder.from_folder(folder, name, options,
+                                                     max_batch_size=max_batch_size)
+        self.index = None
+        if index is not None:
+            self.set_index(index)
+
+    # -- index ----------------------------------------------------------------------------
+    def set_index(self, index: str | os.PathLike | FaceIndex) -> None:
+        embedder = self._need_embedder("an index")
+        loaded = index if isinstance(index, FaceIndex) else FaceIndex.load(index)
+        loaded.check_model(embedder.signature)
+        self.index = loaded
+
+    def build_index(self, img_dir: str | os.PathLike, label_file: str | os.PathLike | None = None,
+                    detect_faces: bool = False, base: FaceIndex | None = None,
+                    progress: bool = True) -> FaceIndex:
+        """Embed a gallery (sub-folder per identity, or `label_file`) into a new or `base` index.
+
+        With `detect_faces`, the largest detected face of each photo is embedded (photos without a
+        face are an error); otherwise the whole photo is, as the old tool did (in RGB here).
+        """
+        embedder = self._need_embedder("building an index")
+        if detect_faces and self.detector is None:
+            raise InsightFaceError("detecting gallery faces needs a detection model")
+        entries = scan_gallery(img_dir, label_file)
+        index = base if base is not None else FaceIndex(embedder.signature)
+        index.check_model(embedder.signature)
+        index.info.update({
+            "built_from": str(img_dir), "channel_order": embedder.normalization.channel_order,
+            "faces": "largest detected face" if detect_faces else "whole photo",
+            "built_with": f"insightface_paddle {__version__}",
+            "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        })
+        chunk = embedder.max_batch_size
+        bar = tqdm(total=len(entries), desc="index", unit="photo", disable=not progress,
+                   file=sys.stderr)
+        with bar:
+            for start in range(0, len(entries), chunk):
+                part = entries[start:start + chunk]
+                crops = [self._gallery_face(read_image(p), p, detect_faces) for p, _ in part]
+                embeddings = embedder.run(embedder.preprocess_images(crops))
+                index.add([label for _, label in part], embeddings, [str(p) for p, _ in part])
+                bar.update(len(part))
+        return index
+
+    def _gallery_face(self, rgb: np.ndarray, path: Path, detect_faces: bool) -> np.ndarray:
+        if not detect_faces:
+            return rgb
+        assert self.detector is not None
+        boxes = self.detector.detect(rgb)
+        if not len(boxes):
+            raise InsightFaceError(f"{path}: no face found (lower --det_thresh or drop the photo)")
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        return crop_box(rgb, boxes[int(np.argmax(areas))])
+
+    # -- prediction -----------------------------------------------------------------------
+    def detect(self, image: ImageLike, channel_order: str = "bgr") -> np.ndarray:
+        """-> boxes [K, 5] (x1, y1, x2, y2, score) in input pixels, best first."""
+        if self.detector is None:
+            raise InsightFaceError("no detection model loaded")
+        return self.detector.detect(_to_rgb(image, channel_order))
+
+    def embed(self, image: ImageLike, boxes: np.ndarray | None = None,
+              channel_order: str = "bgr") -> np.ndarray:
+        """Unit embeddings [K, D] of the faces in `boxes` ([K, >=4]), or of the whole image."""
+        embedder = self._need_embedder("embedding")
+        return embedder.embed(_to_rgb(image, channel_order), boxes)
+
+    def predict(self, image: ImageLike, channel_order: str = "bgr") -> list[Face]:
+        return self.predict_rgb(_to_rgb(image, channel_order))
+
+    def predict_rgb(self, rgb: np.ndarray) -> list[Face]:
+        height, width = rgb.shape[:2]
+        if self.detector is not None:
+            boxes = self.detector.detect(rgb)
+        else:
+            boxes = np.array([[0, 0, width, height, 1.0]], np.float32)
+        faces = [Face(tuple(float(v) for v in b[:4]), float(b[4])) for b in boxes]
+        if self.embedder is None or not faces:
+            return faces
+        raw = self.embedder.run(self.embedder.preprocess(rgb, boxes))
+        embeddings = l2_normalize(raw)
+        for face, embedding in zip(faces, embeddings):
+            face.embedding = embedding
+        if self.index is not None:
+            results = self.index.search(embeddings, self.embedder.signature, self.cdd_num,
+                                        approximate=self.approximate_search)
+            for face, candidates in zip(faces, results):
+                face.candidates = candidates
+                if candidates:
+                    best = candidates[0]
+                    face.similarity = best.similarity
+                    face.label = best.label if best.similarity >= self.rec_thresh else UNKNOWN
+                else:
+                    face.label = UNKNOWN
+        return faces
+
+    def predict_frames(self, frames: Sequence[Frame] | Iterator[Frame]
+                       ) -> Iterator[tuple[Frame, list[Face]]]:
+        for frame in frames:
+            yield frame, self.predict_rgb(frame.rgb)
+
+    def _need_embedder(self, what: str) -> FaceEmbedder:
+        if self.embedder is None:
+            raise InsightFaceError(f"{what} needs a recognition model")
+        return self.embedder
+
+
+def _to_rgb(image: ImageLike, channel_order: str) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return as_rgb(image, channel_order)
+    return read_image(image)
+
+
+def _require_cuda() -> None:
+    import paddle
+
+    if not paddle.device.is_compiled_with_cuda():
+        raise InsightFaceError("--use_gpu: this PaddlePaddle build has no CUDA support "
+                               "(install paddlepaddle-gpu)")

@@ -1,0 +1,221 @@
+"""`insightfacepaddle`: detect and recognise faces, or build an index, from the command line.
+
+Only argument parsing and output live here; the work is done by `api.InsightFace`. Any problem a
+user can cause is reported as one line on stderr with exit status 1 (argparse's usage errors: 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+from prettytable import PrettyTable
+from tqdm import tqdm
+
+from .api import Face, InsightFace
+from .draw import draw_faces
+from .errors import InsightFaceError
+from .fileio import atomic_open, atomic_path
+from .index import FaceIndex
+from .media import InputSource
+
+
+def str2bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if value in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="insightfacepaddle",
+        description="Face detection (BlazeFace) and recognition against an index.",
+        epilog="examples:\n"
+               "  insightfacepaddle --build_index friends.npz --img_dir gallery/\n"
+               "  insightfacepaddle --det --rec --index friends.npz --input photo.jpg "
+               "--output out/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    task = p.add_argument_group("what to do")
+    task.add_argument("--det", action="store_true", help="detect faces")
+    task.add_argument("--rec", action="store_true", help="recognise faces (needs --index)")
+    task.add_argument("--input", help="an image, a folder of images or a video file")
+    task.add_argument("--output", help="folder for drawn images / video (default: none)")
+    task.add_argument("--json", action="store_true",
+                      help="print results as JSON on stdout instead of a table")
+    idx = p.add_argument_group("index")
+    idx.add_argument("--index", help="index file (.npz); with --build_index, the one to extend")
+    idx.add_argument("--build_index", metavar="OUT", help="write an index (.npz) and exit")
+    idx.add_argument("--img_dir", help="gallery: one sub-folder per identity, or see --label")
+    idx.add_argument("--label", help="gallery label file: 'path<TAB>identity' per line")
+    idx.add_argument("--detect_gallery", action="store_true",
+                     help="embed the largest detected face of each gallery photo, "
+                          "not the whole photo")
+    idx.add_argument("--remove", nargs="+", metavar="NAME", default=[],
+                     help="with --build_index: identities to drop from --index")
+    idx.add_argument("--legacy_index", metavar="BIN",
+                     help="with --build_index: import the old tool's pickled index.bin "
+                          "(embedded by --rec_model)")
+    mod = p.add_argument_group("models and runtime")
+    mod.add_argument("--det_model", default="BlazeFace", help="zoo name or model folder")
+    mod.add_argument("--rec_model", default="MobileFace",
+                     help="zoo name (MobileFace, ArcFace) or model folder")
+    mod.add_argument("--use_gpu", type=str2bool, nargs="?", const=True, default=False)
+    mod.add_argument("--cpu_threads", type=int, default=None)
+    mod.add_argument("--enable_mkldnn", type=str2bool, nargs="?", const=True, default=True,
+                     help="oneDNN on CPU (default true)")
+    mod.add_argument("--det_thresh", type=float, default=0.5)
+    mod.add_argument("--rec_thresh", type=float, default=0.45,
+                     help="below this cosine similarity a face is 'unknown'")
+    mod.add_argument("--cdd_num", type=int, default=5, help="candidates reported per face")
+    mod.add_argument("--max_batch_size", type=int, default=8, help="faces per predictor call")
+    mod.add_argument("--approximate", action="store_true",
+                     help="approximate search with faiss (large galleries)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except InsightFaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.build_index:
+        return build_index(args)
+    if not (args.det or args.rec):
+        raise InsightFaceError("nothing to do: pass --det and/or --rec, or --build_index")
+    if args.input is None:
+        raise InsightFaceError("--input is required (an image, a folder or a video)")
+    if args.rec and args.index is None:
+        raise InsightFaceError("--rec needs --index (make one with --build_index)")
+    if args.index is not None and not Path(args.index).is_file():
+        raise InsightFaceError(f"{args.index}: no such index file")
+    source = InputSource(args.input)  # checks the input before loading any model
+    app = make_app(args, det=args.det, rec=args.rec, index=args.index if args.rec else None)
+    return predict(app, source, args)
+
+
+def make_app(args: argparse.Namespace, det: bool, rec: bool,
+             index: str | None = None) -> InsightFace:
+    return InsightFace(
+        det_model=args.det_model if det else None, rec_model=args.rec_model if rec else None,
+        index=index, det_thresh=args.det_thresh, rec_thresh=args.rec_thresh,
+        cdd_num=args.cdd_num, max_batch_size=args.max_batch_size,
+        approximate_search=args.approximate, use_gpu=args.use_gpu,
+        cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn)
+
+
+def build_index(args: argparse.Namespace) -> int:
+    out = Path(args.build_index)
+    if out.suffix != ".npz":
+        raise InsightFaceError(f"--build_index {out}: index files end in .npz")
+    if not (args.img_dir or args.remove or args.legacy_index):
+        raise InsightFaceError("--build_index needs --img_dir, --remove or --legacy_index")
+    if args.remove and not args.index:
+        raise InsightFaceError("--remove needs --index (the index to remove from)")
+    app = make_app(args, det=args.detect_gallery, rec=True)
+    assert app.embedder is not None
+    if args.legacy_index:
+        index = FaceIndex.from_legacy(args.legacy_index, app.embedder.signature)
+    elif args.index:
+        index = FaceIndex.load(args.index)
+        index.check_model(app.embedder.signature)
+    else:
+        index = None
+    for name in args.remove:
+        assert index is not None
+        print(f"removed {index.remove(name)} entries of {name!r}", file=sys.stderr)
+    if args.img_dir:
+        index = app.build_index(args.img_dir, args.label, args.detect_gallery, base=index)
+    assert index is not None
+    index.save(out)
+    print(f"wrote {out}: {len(index)} entries, {len(index.identities)} identities, "
+          f"model {index.model.describe()}", file=sys.stderr)
+    return 0
+
+
+def predict(app: InsightFace, source: InputSource, args: argparse.Namespace) -> int:
+    output = Path(args.output) if args.output else None
+    identities = app.index.identities if app.index is not None else []
+    results: list[tuple[str, list[Face]]] = []
+    unit = "frame" if source.kind == "video" else "image"
+    frames = tqdm(iter(source), total=len(source), desc="predict", unit=unit, file=sys.stderr,
+                  disable=len(source) < 2)
+    if output is not None and source.kind == "video":
+        pairs = write_video(app.predict_frames(frames), source, output, identities)
+    else:
+        pairs = app.predict_frames(frames)
+    for frame, faces in pairs:
+        if output is not None and source.kind != "video":
+            write_image(output / frame.name, draw_faces(frame.rgb, faces, identities))
+        results.append((frame.name, faces))
+    if args.json:
+        payload = {"results": [{"file": name, "faces": [f.to_dict() for f in faces]}
+                               for name, faces in results]}
+        print(json.dumps(payload, indent=2))
+    else:
+        print(results_table(results))
+    if output is not None:
+        print(f"drawn results in {output}", file=sys.stderr)
+    return 0
+
+
+def results_table(results: list[tuple[str, list[Face]]]) -> PrettyTable:
+    table = PrettyTable(["file", "face", "box (x1, y1, x2, y2)", "det score", "label",
+                         "similarity"])
+    for name, faces in results:
+        if not faces:
+            table.add_row([name, "-", "no face", "", "", ""])
+        for number, face in enumerate(faces, start=1):
+            box = ", ".join(f"{v:.0f}" for v in face.box)
+            similarity = "" if face.similarity is None else f"{face.similarity:.3f}"
+            table.add_row([name, number, box, f"{face.score:.3f}", face.label or "", similarity])
+    table.align = "l"
+    return table
+
+
+def write_image(path: Path, rgb) -> None:
+    suffix = path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".png"
+    ok, data = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise InsightFaceError(f"{path}: cannot encode the drawn image")
+    with atomic_open(path.with_suffix(suffix), "wb") as handle:
+        handle.write(data.tobytes())
+
+
+def write_video(pairs, source: InputSource, output: Path, identities: list[str]):
+    """Pass (frame, faces) through while drawing them into `output/<video name>` atomically."""
+    target = output / source.path.with_suffix(".mp4").name
+    writer = None
+    with atomic_path(target) as tmp:
+        try:
+            for frame, faces in pairs:
+                if writer is None:
+                    height, width = frame.rgb.shape[:2]
+                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),
+                                             source.fps, (width, height))
+                    if not writer.isOpened():
+                        raise InsightFaceError(f"{target}: cannot write video")
+                writer.write(cv2.cvtColor(draw_faces(frame.rgb, faces, identities),
+                                          cv2.COLOR_RGB2BGR))
+                yield frame, faces
+        finally:
+            if writer is not None:
+                writer.release()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""Model zoo: published model names -> verified local folders, downloading on first use.
+
+Cache: `$INSIGHTFACE_PADDLE_HOME/<archive>/` (default `~/.insightface_paddle`). Files are checked
+against pinned sha256 sums; a model whose sums were never published (ArcFace) is pinned on first
+download in `SHA256SUMS` beside it, which catches later corruption but not a tampered download.
+Mirrors: `INSIGHTFACE_PADDLE_MODEL_URL` replaces the URL template (`{}` = archive name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .errors import InsightFaceError
+
+HOME_ENV = "INSIGHTFACE_PADDLE_HOME"
+URL_ENV = "INSIGHTFACE_PADDLE_MODEL_URL"
+DEFAULT_URL = "https://paddle-model-ecology.bj.bcebos.com/model/insight-face/{}.tar"
+DOWNLOAD_TIMEOUT_S = 30.0
+SUMS_FILE = "SHA256SUMS"
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    archive: str
+    task: str
+    #: file name -> sha256 of the published file; empty when never published
+    sha256: dict[str, str] = field(default_factory=dict)
+    #: files that must exist besides the sums (the rest of the archive is optional)
+    required: tuple[str, ...] = ("inference.pdmodel", "inference.pdiparams")
+
+
+ZOO: dict[str, ZooModel] = {
+    m.name: m
+    for m in (
+        ZooModel(
+            "BlazeFace",
+            "blazeface_fpn_ssh_1000e_v1.0_infer",
+            "detection",
+            {
+                "inference.pdmodel": (
+                    "3d913ffefc77e20f671633cc04a0204d56fabf7249129864b3dd8024f79d7ea7"
+                ),
+                "inference.pdiparams": (
+                    "d8f3fb8f72c6b96a7aee64ec298bf5a0e512134f1912cb3cb98a4ea9ef2dfd37"
+                ),
+            },
+        ),
+        ZooModel(
+            "MobileFace",
+            "mobileface_v1.0_infer",
+            "recognition",
+            {
+                "inference.pdmodel": (
+                    "11086ed73a8108021a677f0721fb1cc3796407abf22098905e327cba5830362b"
+                ),
+                "inference.pdiparams": (
+                    "a7f078fd47776656b86cd03c3b9a9c69e6bc3f89c23335a8278632d9faa5e44a"
+                ),
+            },
+        ),
+        ZooModel("ArcFace", "arcface_iresnet50_v1.0_infer", "recognition"),
+    )
+}
+
+
+def model_home() -> Path:
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".insightface_paddle").expanduser()
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pinned_sums(model: ZooModel, folder: Path) -> dict[str, str]:
+    if model.sha256:
+        return dict(model.sha256)
+    sums_path = folder / SUMS_FILE
+    if not sums_path.is_file():
+        return {}
+    pairs = (line.split() for line in sums_path.read_text().splitlines() if line.strip())
+    return {name: digest for digest, name in pairs}
+
+
+def _verify(model: ZooModel, folder: Path) -> str | None:
+    """None when `folder` holds a complete, unmodified copy of `model`; else why not."""
+    for name in model.required:
+        if not (folder / name).is_file():
+            return f"{folder / name} is missing"
+    for name, expected in _pinned_sums(model, folder).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if sha256_of(path) != expected:
+            return f"{path} does not match its sha256 (corrupt or modified)"
+    return None
+
+
+def resolve(name_or_dir: str | os.PathLike[str], task: str | None = None) -> Path:
+    """A zoo name (`BlazeFace`, `MobileFace`, `ArcFace`) or a model folder -> a folder to load.
+
+    Zoo models are verified on every call and downloaded when absent; folders are returned as
+    they are (the predictor checks their files).
+    """
+    text = str(name_or_dir)
+    model = ZOO.get(text)
+    if model is None:
+        folder = Path(text).expanduser()
+        if folder.is_dir():
+            return folder
+        choices = ", ".join(n for n, m in ZOO.items() if task in (None, m.task))
+        raise InsightFaceError(f"model {text!r} is neither a folder nor a zoo name ({choices})")
+    if task is not None and model.task != task:
+        raise InsightFaceError(f"{model.name} is a {model.task} model, not a {task} model")
+    folder = model_home() / model.archive
+    if folder.is_dir() and _verify(model, folder) is None:
+        return folder
+    return download(model)
+
+
+def download(model: ZooModel) -> Path:
+    """Fetch, extract and verify `model` into the cache; the final folder appears atomically."""
+    home = model_home()
+    folder = home / model.archive
+    url = os.environ.get(URL_ENV, DEFAULT_URL).format(model.archive)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{model.archive}.", dir=home))
+    except OSError as exc:
+        raise InsightFaceError(f"cannot write the model cache {home} ({exc.strerror}); "
+                               f"set {HOME_ENV} to a writable folder") from None
+    try:
+        archive = staging / "archive.tar"
+        _fetch(url, archive, model)
+        extracted = staging / model.archive
+        _extract(archive, extracted, url)
+        if not model.sha256:  # never published: pin what we got so later corruption shows
+            lines = [f"{sha256_of(p)}  {p.name}" for p in sorted(extracted.iterdir())]
+            (extracted / SUMS_FILE).write_text("\n".join(lines) + "\n")
+        problem = _verify(model, extracted)
+        if problem is not None:
+            raise InsightFaceError(f"download of {model.name} from {url} is bad: "
+                                   f"{problem.replace(str(extracted), model.archive)}")
+        if folder.exists():  # a stale or corrupt copy
+            shutil.rmtree(folder)
+        os.replace(extracted, folder)
+        return folder
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fetch(url: str, target: Path, model: ZooModel) -> None:
+    name = model.name
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with open(target, "wb") as out, tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"download {name}", leave=False
+            ) as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+        if total is not None and target.stat().st_size != total:
+            raise InsightFaceError(f"download of {name} from {url} stopped early "
+                                   f"({target.stat().st_size} of {total} bytes)")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise InsightFaceError(
+            f"cannot download {name} from {url} ({reason}). Offline? Put the extracted model "
+            f"folder at {model_home() / model.archive} or pass a local model folder"
+        ) from None
+
+
+def _extract(archive: Path, target: Path, url: str) -> None:
+    """Extract the regular files of `archive` flat into `target` (no paths, no links)."""
+    target.mkdir()
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                if not member.isfile():
+                    continue
+                name = Path(member.name).name
+                if name.startswith("."):
+                    continue
+                source = tar.extractfile(member)
+                if source is None:
+                    continue
+                with contextlib.closing(source), open(target / name, "wb") as out:
+                    shutil.copyfileobj(source, out)
+    except tarfile.TarError as exc:
+        raise InsightFaceError(f"{url} is not a readable tar archive ({exc})") from None

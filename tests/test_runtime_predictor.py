@@ -1,0 +1,131 @@
+"""Model folders in every supported format load behind one interface; bad ones fail cleanly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from insightface_paddle.detection import FaceDetector
+from insightface_paddle.errors import InsightFaceError
+from insightface_paddle.media import read_image
+from insightface_paddle.predictor import PredictorOptions, create_predictor, model_files
+from insightface_paddle.recognition import FaceEmbedder
+
+
+def test_folder_layouts(tmp_path):
+    with pytest.raises(InsightFaceError, match="model folder not found"):
+        model_files(tmp_path / "absent")
+    with pytest.raises(InsightFaceError, match="no model found"):
+        model_files(tmp_path)
+    (tmp_path / "inference.json").write_text("{}")
+    with pytest.raises(InsightFaceError, match=r"no inference\.pdiparams"):
+        model_files(tmp_path)
+    (tmp_path / "inference.pdiparams").write_bytes(b"")
+    assert model_files(tmp_path)[0] == "paddle"
+
+
+def test_truncated_weights_fail_cleanly(shared, tmp_path):
+    source = shared("models/mobileface_v1.0_infer")
+    shutil.copy(source / "inference.pdmodel", tmp_path)
+    (tmp_path / "inference.pdiparams").write_bytes(
+        (source / "inference.pdiparams").read_bytes()[:100_000])
+    with pytest.raises(InsightFaceError, match="cannot load model"):
+        create_predictor(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def blazeface_pir(tmp_path_factory, shared) -> Path:
+    """The published BlazeFace translated to the current PIR format (`inference.json`)."""
+    source = shared("models/blazeface_fpn_ssh_1000e_v1.0_infer")
+    cache = tmp_path_factory.mktemp("pir_cache")
+    script = (
+        "import sys, paddle.inference as pi\n"
+        "c = pi.Config(sys.argv[1] + '/inference.pdmodel', sys.argv[1] + '/inference.pdiparams')\n"
+        "c.disable_gpu(); c.disable_mkldnn(); c.switch_ir_optim(False); c.enable_new_ir(True)\n"
+        "c.enable_save_optim_model(True); c.set_optim_cache_dir(sys.argv[2])\n"
+        "pi.create_predictor(c)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(source), str(cache)], check=True,
+                   capture_output=True)
+    target = tmp_path_factory.mktemp("blazeface_pir")
+    shutil.move(cache / "_optimized.json", target / "inference.json")
+    shutil.move(cache / "_optimized.pdiparams", target / "inference.pdiparams")
+    shutil.copy(source / "infer_cfg.yml", target)
+    return target
+
+
+@pytest.mark.slow
+def test_detector_gives_the_same_boxes_from_both_formats_and_kernels(blazeface_pir, detector,
+                                                                     model_home, shared):
+    """Legacy and PIR formats, oneDNN (the default) and plain CPU kernels: the same boxes."""
+    # oneDNN's fusion passes crash on this translated program; plain CPU kernels run it
+    plain = PredictorOptions(enable_mkldnn=False)
+    legacy = FaceDetector.from_folder(model_home / "blazeface_fpn_ssh_1000e_v1.0_infer", plain)
+    pir = FaceDetector.from_folder(blazeface_pir, plain)
+    rgb = read_image(shared("demo/friends/query/friends2.jpg"))
+    reference = legacy.detect(rgb)
+    assert len(reference) == 6
+    np.testing.assert_allclose(pir.detect(rgb), reference, atol=0.05)
+    np.testing.assert_allclose(detector.detect(rgb), reference, atol=0.05)
+
+
+class TinyRecognizer:
+    """Built lazily so importing this test module does not import paddle."""
+
+    @staticmethod
+    def export(folder: Path) -> None:
+        import paddle
+
+        class Net(paddle.nn.Layer):
+            def __init__(self):
+                super().__init__()
+                self.conv = paddle.nn.Conv2D(3, 8, 3, stride=2)
+                self.act = paddle.nn.PReLU(8)
+                self.fc = paddle.nn.Linear(8, 16)
+
+            def forward(self, x):
+                return self.fc(paddle.mean(self.act(self.conv(x)), axis=[2, 3]))
+
+        paddle.seed(7)
+        net = Net()
+        net.eval()
+        spec = [paddle.static.InputSpec([None, 3, 112, 112], "float32", "x")]
+        paddle.jit.save(net, str(folder / "inference"), input_spec=spec)
+
+
+@pytest.mark.slow
+def test_exported_model_metadata_and_onnx_backend(tmp_path):
+    paddle_dir, onnx_dir = tmp_path / "paddle", tmp_path / "onnx"
+    TinyRecognizer.export(paddle_dir)
+    meta = {"format_version": 1, "task": "recognition", "name": "TinyNet", "embedding_size": 16,
+            "input": {"name": "x", "size": [112, 112], "channel_order": "BGR",
+                      "mean": [10.0, 20.0, 30.0], "std": [50.0, 60.0, 70.0]}}
+    (paddle_dir / "model_meta.json").write_text(json.dumps(meta))
+    onnx_dir.mkdir()
+    subprocess.run(["paddle2onnx", "--model_dir", str(paddle_dir), "--model_filename",
+                    "inference.json", "--params_filename", "inference.pdiparams", "--save_file",
+                    str(onnx_dir / "model.onnx"), "--optimize_tool", "None"],
+                   check=True, capture_output=True)
+    shutil.copy(paddle_dir / "model_meta.json", onnx_dir)
+
+    by_paddle = FaceEmbedder.from_folder(paddle_dir)
+    by_onnx = FaceEmbedder.from_folder(onnx_dir)
+    assert by_paddle.signature.name == "TinyNet" and by_paddle.signature.embedding_size == 16
+    rgb = np.random.default_rng(0).integers(0, 256, (130, 120, 3), dtype=np.uint8)
+    batch = by_paddle.preprocess(rgb)
+    bgr = rgb[..., ::-1].astype(np.float32)
+    import cv2
+
+    manual = (cv2.resize(bgr, (112, 112)) - [10.0, 20.0, 30.0]) / [50.0, 60.0, 70.0]
+    np.testing.assert_allclose(batch[0], manual.transpose(2, 0, 1), atol=1e-4)
+    np.testing.assert_allclose(by_onnx.run(batch), by_paddle.run(batch), atol=1e-5)
+
+    (paddle_dir / "model_meta.json").write_text(json.dumps({**meta, "format_version": 7}))
+    with pytest.raises(InsightFaceError, match="unsupported model metadata version 7"):
+        FaceEmbedder.from_folder(paddle_dir)
