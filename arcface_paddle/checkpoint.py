@@ -1,0 +1,256 @@
+"""Checkpoints: atomic, pickle-free, resumable exactly and on a different number of ranks.
+
+    <output>/checkpoints/step_00012000/
+      meta.json              format, format_version, step, world size, global batch, class
+                             ranges of the Partial FC shard files, loss scaler, config
+      backbone.npz           the backbone as an `arcface_paddle.weights` file (fp32 master
+                             values where pure fp16 keeps them): usable alone by export/eval
+      optimizer.npz          backbone optimizer state by structured parameter name
+      partial_fc_00000.npz   one per saving rank: weight [C_r, D], velocity [C_r, D], class_range
+
+Every rank writes into `.step_XXXXXXXX.tmp/`; rank 0 writes `meta.json` last and renames the
+folder, so a checkpoint either exists whole or not at all. Only the newest N are kept. Nothing
+random is stored: the trainer derives every seed from (seed, step, rank) and the data order from
+(seed, epoch). Partial FC shards carry their global class ranges and are re-split on load for
+whatever number of ranks resumes. Layout documented in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paddle
+
+from insightface_paddle.fileio import atomic_open
+
+from . import distributed
+from .amp import DynamicLossScaler
+from .errors import ArcFaceError
+from .heads.partial_fc import PartialFC, shard_range
+from .weights import assign_weights, read_weights, save_weights
+
+FORMAT_NAME = "arcface_paddle.checkpoint"
+FORMAT_VERSION = 1
+META_FILE, BACKBONE_FILE, OPTIMIZER_FILE = "meta.json", "backbone.npz", "optimizer.npz"
+SHARD_FILE = "partial_fc_{:05d}.npz"
+STEP_DIR = "step_{:08d}"
+MASTER_PREFIX = "master_weights/"
+
+
+def checkpoint_root(output: str | os.PathLike[str]) -> Path:
+    return Path(output) / "checkpoints"
+
+
+def list_checkpoints(root: str | os.PathLike[str]) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first (unfinished `.tmp` folders excluded)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step_*") if p.is_dir() and (p / META_FILE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(root: str | os.PathLike[str]) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def _to_numpy(value: paddle.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(value.numpy())
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise ArcFaceError(f"{path}: missing from the checkpoint") from None
+    except (OSError, ValueError) as exc:
+        raise ArcFaceError(f"{path}: unreadable ({exc})") from None
+
+
+def _param_names(layer: paddle.nn.Layer) -> dict[str, str]:
+    """Paddle's unique tensor name -> structured name ("blocks.0.conv.weight")."""
+    return {param.name: name for name, param in layer.named_parameters()}
+
+
+def _match_param(key: str, names: dict[str, str]) -> tuple[str, str] | None:
+    """Optimizer key "<tensor name><suffix>" -> (structured name, suffix), longest name first."""
+    best = None
+    for tensor_name, structured in names.items():
+        if key.startswith(tensor_name) and key[len(tensor_name):].startswith("_") and (
+                best is None or len(tensor_name) > len(best[0])):
+            best = (tensor_name, structured)
+    return None if best is None else (best[1], key[len(best[0]):])
+
+
+def optimizer_arrays(optimizer: paddle.optimizer.Optimizer, backbone: paddle.nn.Layer
+                     ) -> dict[str, np.ndarray]:
+    """Optimizer state keyed by structured parameter names (Paddle's tensor names differ from
+    one process to the next): "<name><suffix>" and "master_weights/<name>"."""
+    names = _param_names(backbone)
+    arrays = {}
+    for key, value in optimizer.state_dict().items():
+        if key == "master_weights":
+            for tensor_name, master in value.items():
+                arrays[MASTER_PREFIX + names[tensor_name]] = _to_numpy(master)
+        elif isinstance(value, paddle.Tensor):
+            match = _match_param(key, names)
+            if match is not None:
+                arrays[match[0] + "|" + match[1]] = _to_numpy(value)
+    return arrays
+
+
+def restore_optimizer(optimizer: paddle.optimizer.Optimizer, backbone: paddle.nn.Layer,
+                      arrays: dict[str, np.ndarray], source: Path) -> None:
+    by_structured = {name: param.name for name, param in backbone.named_parameters()}
+    state: dict[str, Any] = {}
+    masters = {}
+    for key, value in arrays.items():
+        if key.startswith(MASTER_PREFIX):
+            structured = key[len(MASTER_PREFIX):]
+            if structured not in by_structured:
+                raise ArcFaceError(f"{source}: master weight of unknown parameter {structured!r}")
+            masters[by_structured[structured]] = paddle.to_tensor(value)
+            continue
+        structured, suffix = key.split("|", 1)
+        if structured not in by_structured:
+            raise ArcFaceError(f"{source}: state of unknown parameter {structured!r}; was the "
+                               "checkpoint written for another backbone?")
+        state[by_structured[structured] + suffix] = paddle.to_tensor(value)
+    if masters:
+        state["master_weights"] = masters
+    optimizer.set_state_dict(state)
+
+
+def backbone_arrays(backbone: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer
+                    ) -> dict[str, np.ndarray]:
+    """Backbone state by structured name, fp32 master values where the optimizer keeps them."""
+    masters = optimizer_arrays(optimizer, backbone)
+    arrays = {}
+    for name, value in backbone.state_dict().items():
+        master = masters.get(MASTER_PREFIX + name)
+        arrays[name] = master if master is not None else _to_numpy(value)
+    return arrays
+
+
+def save_checkpoint(root: str | os.PathLike[str], step: int, backbone: paddle.nn.Layer,
+                    optimizer: paddle.optimizer.Optimizer, head: PartialFC,
+                    scaler: DynamicLossScaler, global_batch: int, backbone_name: str,
+                    extra: dict[str, Any] | None = None, keep_last: int = 3) -> Path:
+    """Collective: every rank calls it after the same step -> the checkpoint folder."""
+    root = Path(root)
+    rank, world_size = head.rank, head.world_size
+    final = root / STEP_DIR.format(step)
+    tmp = root / f".{final.name}.tmp"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    distributed.barrier()
+    _savez(tmp / SHARD_FILE.format(rank), {
+        "weight": _to_numpy(head.weight), "velocity": _to_numpy(head.velocity),
+        "class_range": np.asarray([head.class_start, head.class_stop], np.int64)})
+    if rank == 0:
+        save_weights(tmp / BACKBONE_FILE, backbone_arrays(backbone, optimizer), backbone_name,
+                     head.embedding_size)
+        _savez(tmp / OPTIMIZER_FILE, optimizer_arrays(optimizer, backbone))
+    distributed.barrier()
+    if rank == 0:
+        shards = []
+        for r in range(world_size):
+            start, stop = shard_range(head.num_classes, world_size, r)
+            shards.append({"file": SHARD_FILE.format(r), "class_start": start,
+                           "class_stop": stop})
+        meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "step": step,
+                "world_size": world_size, "global_batch": global_batch,
+                "num_classes": head.num_classes, "embedding_size": head.embedding_size,
+                "loss_scaler": scaler.state_dict(), "partial_fc": shards, **(extra or {})}
+        with atomic_open(tmp / META_FILE, "w", encoding="utf-8") as handle:
+            json.dump(meta, handle, indent=2)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    distributed.barrier()
+    return final
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    meta_path = Path(path) / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArcFaceError(f"{meta_path}: missing; not a (complete) checkpoint") from None
+    except (OSError, ValueError) as exc:
+        raise ArcFaceError(f"{meta_path}: unreadable ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ArcFaceError(f"{meta_path}: not an {FORMAT_NAME} file")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ArcFaceError(f"{meta_path}: format_version {meta.get('format_version')!r}; this "
+                           f"version reads {FORMAT_VERSION}")
+    return meta
+
+
+def load_partial_fc_rows(path: str | os.PathLike[str], meta: dict[str, Any], class_start: int,
+                         class_stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Centres and momentum of classes [start, stop) gathered from whichever saved shards hold
+    them -> (weight [stop - start, D], velocity [stop - start, D])."""
+    path = Path(path)
+    dim = int(meta["embedding_size"])
+    weight = np.zeros((class_stop - class_start, dim), np.float32)
+    velocity = np.zeros_like(weight)
+    covered = np.zeros(class_stop - class_start, bool)
+    for shard in meta["partial_fc"]:
+        lo, hi = max(class_start, shard["class_start"]), min(class_stop, shard["class_stop"])
+        if lo >= hi:
+            continue
+        source = path / shard["file"]
+        arrays = _load_npz(source)
+        saved_range = [int(v) for v in arrays["class_range"]]
+        if saved_range != [shard["class_start"], shard["class_stop"]] or arrays[
+                "weight"].shape != (shard["class_stop"] - shard["class_start"], dim):
+            raise ArcFaceError(f"{source}: holds classes {saved_range}, shape "
+                               f"{list(arrays['weight'].shape)}; {META_FILE} disagrees")
+        rows = slice(lo - shard["class_start"], hi - shard["class_start"])
+        weight[lo - class_start:hi - class_start] = arrays["weight"][rows]
+        velocity[lo - class_start:hi - class_start] = arrays["velocity"][rows]
+        covered[lo - class_start:hi - class_start] = True
+    if not covered.all():
+        first = class_start + int(np.argmin(covered))
+        raise ArcFaceError(f"{path}: no saved shard holds class {first}")
+    return weight, velocity
+
+
+def load_checkpoint(path: str | os.PathLike[str], backbone: paddle.nn.Layer,
+                    optimizer: paddle.optimizer.Optimizer, head: PartialFC,
+                    scaler: DynamicLossScaler) -> dict[str, Any]:
+    """Restore everything in place (this rank's Partial FC rows re-split from the saved
+    shards) -> the checkpoint's meta (its "step" is the number of completed steps)."""
+    path = Path(path)
+    meta = read_meta(path)
+    if (meta["num_classes"], meta["embedding_size"]) != (head.num_classes, head.embedding_size):
+        raise ArcFaceError(f"{path}: written for {meta['num_classes']} classes x "
+                           f"{meta['embedding_size']}-D; this run has {head.num_classes} x "
+                           f"{head.embedding_size}-D (--num_classes, --embedding_size)")
+    arrays, _ = read_weights(path / BACKBONE_FILE)
+    assign_weights(backbone, arrays, path / BACKBONE_FILE)
+    restore_optimizer(optimizer, backbone, _load_npz(path / OPTIMIZER_FILE),
+                      path / OPTIMIZER_FILE)
+    weight, velocity = load_partial_fc_rows(path, meta, head.class_start, head.class_stop)
+    head.weight.set_value(paddle.to_tensor(weight))
+    head.velocity.set_value(paddle.to_tensor(velocity))
+    scaler.load_state_dict(meta["loss_scaler"])
+    return meta

@@ -1,0 +1,92 @@
+"""Training logs from rank 0: a console line every N steps, VisualDL scalars, and a JSON-lines
+file (`<output>/train_log.jsonl`) that scripts and tests can read back.
+
+Console line: step, loss (mean since the last line), lr, throughput (global images/s), loss
+scale, skipped steps, eta.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+LOG_FILE = "train_log.jsonl"
+VISUALDL_DIR = "vdl"
+
+
+def format_eta(seconds: float) -> str:
+    seconds = int(max(0.0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+class TrainLogger:
+    """Does nothing on ranks other than 0 (`enabled=False`)."""
+
+    def __init__(self, output: str | Path, total_steps: int, global_batch: int,
+                 log_interval: int = 100, visualdl: bool = True, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self.global_batch = global_batch
+        self.log_interval = max(1, log_interval)
+        self.output = Path(output)
+        self._writer = None
+        self._jsonl = None
+        self._window: list[float] = []
+        self._skipped = 0
+        self._window_start = time.perf_counter()
+        if not enabled:
+            return
+        self.output.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.output / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        if visualdl:
+            from visualdl import LogWriter
+
+            self._writer = LogWriter(logdir=str(self.output / VISUALDL_DIR))
+
+    def info(self, message: str) -> None:
+        if self.enabled:
+            print(message, flush=True)
+
+    def record(self, **fields: Any) -> None:
+        """One JSON line in train_log.jsonl."""
+        if self._jsonl is not None:
+            self._jsonl.write(json.dumps(fields) + "\n")
+            self._jsonl.flush()
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar(tag=tag, value=value, step=step)
+
+    def step(self, step: int, loss: float, lr: float, loss_scale: float, skipped: bool) -> None:
+        """After training step `step` (1-based count of completed steps)."""
+        if not self.enabled:
+            return
+        self._window.append(loss)
+        self._skipped += int(skipped)
+        self.record(step=step, loss=loss, lr=lr, loss_scale=loss_scale, skipped=skipped)
+        if step % self.log_interval and step != self.total_steps:
+            return
+        elapsed = time.perf_counter() - self._window_start
+        steps = len(self._window)
+        mean_loss = sum(self._window) / steps
+        speed = steps * self.global_batch / max(elapsed, 1e-9)
+        eta = elapsed / steps * (self.total_steps - step)
+        self.info(f"step {step}/{self.total_steps}  loss {mean_loss:.4f}  lr {lr:.6f}  "
+                  f"{speed:.1f} img/s  loss scale {loss_scale:g}  skipped {self._skipped}  "
+                  f"eta {format_eta(eta)}")
+        for tag, value in (("loss", mean_loss), ("lr", lr), ("throughput", speed),
+                           ("loss_scale", loss_scale)):
+            self.scalar(f"train/{tag}", value, step)
+        self._window, self._skipped = [], 0
+        self._window_start = time.perf_counter()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None

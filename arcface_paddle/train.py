@@ -1,0 +1,218 @@
+"""Training run: config -> data -> backbone + Partial FC -> train steps (engine/dynamic.py) with
+logging, validation on `.bin` sets every N steps, and checkpoints.
+
+Launched with `python -m paddle.distributed.launch ... tools/train.py` each process trains one
+rank; run directly it trains alone. Resuming reads the newest checkpoint (or `--checkpoint_dir`)
+and continues at its step with the same global batch, learning rate and data order, on any
+number of ranks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import paddle
+
+from insightface_paddle.fileio import atomic_open
+
+from . import distributed
+from .amp import DynamicLossScaler, autocast, prepare_pure_fp16
+from .backbones import build_backbone
+from .checkpoint import (
+    checkpoint_root,
+    latest_checkpoint,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from .config import Config, config_from_argv, config_table
+from .data.datasets import FaceDataset, GlobalBatchSampler, build_loader, open_reader
+from .engine.dynamic import DynamicTrainStep
+from .errors import ArcFaceError
+from .heads.partial_fc import PartialFC
+from .logging import TrainLogger
+from .lr import LRSchedule, build_schedule
+
+
+@dataclass
+class TrainSummary:
+    #: completed steps when the run stopped
+    step: int
+    start_step: int
+    last_loss: float
+    #: verification accuracy of the last validation, by target
+    validation: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of paddle's generator for one step on one rank (dropout, negative sampling)."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
+
+
+def resume_path(config: Config) -> Path | None:
+    if config.checkpoint_dir:
+        return Path(config.checkpoint_dir)
+    if config.resume:
+        return latest_checkpoint(checkpoint_root(config.output))
+    return None
+
+
+def load_validation_sets(config: Config) -> list:
+    from .data.verification_bin import load_verification_bin
+
+    if config.validation_interval_step <= 0 or not config.val_targets:
+        return []
+    folder = Path(config.val_dir or config.data_dir)
+    sets = []
+    for target in config.val_targets:
+        path = folder / f"{target}.bin"
+        if not path.is_file():
+            raise ArcFaceError(f"--val_targets {target}: {path} not found (set --val_dir, or "
+                               "--validation_interval_step 0 to skip validation)")
+        sets.append(load_verification_bin(path))
+    return sets
+
+
+def validate(backbone: paddle.nn.Layer, sets: list, config: Config, fp16: bool, step: int,
+             logger: TrainLogger) -> dict[str, float]:
+    """Rank 0 scores every verification set with the current backbone."""
+    from .evaluation.bin_eval import evaluate_verification_set, paddle_layer_embed_fn
+
+    results = {}
+    embed = paddle_layer_embed_fn(backbone)
+    for vset in sets:
+        with autocast(fp16):
+            result = evaluate_verification_set(embed, vset, batch_size=config.val_batch_size)
+        results[vset.name] = result.accuracy
+        logger.info(f"step {step}  {vset.name}: accuracy {result.accuracy:.5f} "
+                    f"+- {result.accuracy_std:.5f}")
+        logger.scalar(f"val/{vset.name}", result.accuracy, step)
+    logger.record(step=step, validation=results)
+    return results
+
+
+def build_run_schedule(config: Config, global_batch: int, steps_per_epoch: int) -> LRSchedule:
+    return build_schedule(config.lr, global_batch, steps_per_epoch, config.train_unit,
+                          config.train_num, config.warmup_num, config.lr_decay_type,
+                          config.decay_boundaries, config.lr_decay, config.poly_power)
+
+
+def train(config: Config) -> TrainSummary:
+    """Run (or resume) training as this process's rank; returns what happened."""
+    if config.is_static:
+        raise ArcFaceError("--is_static True: the static-graph engine is not in this release; "
+                           "use --is_static False")
+    rank, world_size = distributed.init_distributed()
+    is_main = rank == 0
+    logger = TrainLogger(config.output, 0, 0, enabled=False)
+    say = print if is_main else (lambda message: None)
+
+    checkpoint = resume_path(config)
+    if config.resume and checkpoint is None:
+        say(f"--resume: no checkpoint in {checkpoint_root(config.output)} yet; starting at step 0")
+    meta = read_meta(checkpoint) if checkpoint is not None else None
+    global_batch = int(meta["global_batch"]) if meta else config.batch_size * world_size
+    if global_batch % world_size:
+        raise ArcFaceError(f"{checkpoint}: its global batch {global_batch} does not split over "
+                           f"{world_size} ranks")
+    if global_batch // world_size != config.batch_size:
+        say(f"resuming a global batch of {global_batch} on {world_size} ranks: "
+            f"{global_batch // world_size} images per rank (--batch_size {config.batch_size} "
+            "ignored)")
+
+    reader = open_reader(config.data_dir, config.data_format, config.label_file,
+                         config.num_classes, config.synthetic_images_per_class, config.seed)
+    if reader.num_classes != config.num_classes:
+        raise ArcFaceError(f"--num_classes {config.num_classes}, but the data in "
+                           f"{config.data_dir} has {reader.num_classes} classes")
+    dataset = FaceDataset(reader, config.random_flip, config.seed)
+    sampler = GlobalBatchSampler(len(dataset), global_batch, rank, world_size, config.seed)
+    loader = build_loader(dataset, sampler, config.num_workers)
+    schedule = build_run_schedule(config, global_batch, len(sampler))
+    stop_at = schedule.total_steps if config.max_steps is None else min(
+        schedule.total_steps, config.max_steps)
+    val_sets = load_validation_sets(config) if is_main else []
+
+    paddle.seed(config.seed)
+    options = {"dropout": config.dropout} if config.dropout else {}
+    backbone = build_backbone(config.backbone, config.embedding_size, **options)
+    distributed.broadcast_parameters(backbone)
+    optimizer = paddle.optimizer.Momentum(
+        learning_rate=schedule(0), momentum=config.momentum, parameters=backbone.parameters(),
+        weight_decay=config.weight_decay, multi_precision=config.fp16)
+    head = PartialFC(config.num_classes, config.embedding_size, config.sample_ratio,
+                     tuple(config.margin), config.scale, config.straight_through,
+                     config.momentum, config.weight_decay, seed=config.seed)
+    backbone, optimizer, fp16 = prepare_pure_fp16(backbone, optimizer, config.fp16, say)
+    scaler = DynamicLossScaler(config.fp16, config.init_loss_scaling, config.incr_ratio,
+                               config.decr_ratio, config.incr_every_n_steps,
+                               config.min_loss_scaling, config.max_loss_scaling)
+    start_step = 0
+    if checkpoint is not None:
+        meta = load_checkpoint(checkpoint, backbone, optimizer, head, scaler)
+        start_step = int(meta["step"])
+        say(f"resumed from {checkpoint} (saved by {meta['world_size']} ranks) at step "
+            f"{start_step} on {world_size} ranks; lr {schedule(start_step):.8g}")
+
+    logger = TrainLogger(config.output, stop_at, global_batch, config.log_interval_step,
+                         config.visualdl, enabled=is_main)
+    if is_main:
+        with atomic_open(Path(config.output) / "config.json", "w", encoding="utf-8") as handle:
+            json.dump(config.as_dict(), handle, indent=2)
+    logger.info(f"{world_size} rank(s), global batch {global_batch}, {len(sampler)} steps per "
+                f"epoch, steps {start_step}..{stop_at} of {schedule.total_steps}; Partial FC "
+                f"classes [{head.class_start}, {head.class_stop}) on rank 0")
+    train_step = DynamicTrainStep(backbone, head, optimizer, scaler, fp16)
+    backbone.train()
+    head.train()
+    summary = TrainSummary(step=start_step, start_step=start_step, last_loss=float("nan"))
+    step = start_step
+    try:
+        while step < stop_at:
+            epoch, first_batch = divmod(step, len(sampler))
+            sampler.set_epoch(epoch, first_batch)
+            for images, labels in loader:
+                paddle.seed(step_seed(config.seed, step, rank))
+                lr = schedule(step)
+                result = train_step(images, labels, lr)
+                step += 1
+                summary.step, summary.last_loss = step, result.loss
+                logger.step(step, result.loss, lr, result.loss_scale, result.skipped)
+                if val_sets and (step % config.validation_interval_step == 0
+                                 or step == stop_at):
+                    summary.validation = validate(backbone, val_sets, config, fp16, step,
+                                                  logger)
+                if step == stop_at or (config.checkpoint_interval_step > 0
+                                        and step % config.checkpoint_interval_step == 0):
+                    summary.checkpoint = save_checkpoint(
+                        checkpoint_root(config.output), step, backbone, optimizer, head, scaler,
+                        global_batch, config.backbone, {"epoch": epoch, "next_lr": schedule(step),
+                                       "config": config.as_dict()},
+                        config.max_num_last_checkpoint)
+                    logger.info(f"checkpoint {summary.checkpoint}")
+                if step >= stop_at:
+                    break
+    finally:
+        logger.close()
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.strip() + "\n\nusage: tools/train.py [--config_file FILE] [--key value ...]"
+              "\nkeys and their defaults (configs/base.py):")
+        print(config_table(config_from_argv([])))
+        return 0
+    config = config_from_argv(argv)
+    if distributed.is_main_process():
+        print(config_table(config), flush=True)
+    train(config)
+    return 0

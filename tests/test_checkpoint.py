@@ -1,0 +1,188 @@
+"""Checkpoints: exact round trip, Partial FC re-split for another world size, atomicity and
+pruning, clear errors, and a resumed run that ends bit-for-bit where an uninterrupted one does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+
+from arcface_paddle.checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_FILE,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_partial_fc_rows,
+    read_meta,
+    save_checkpoint,
+)
+from arcface_paddle.config import load_config
+from arcface_paddle.errors import ArcFaceError
+from arcface_paddle.heads.partial_fc import PartialFC, shard_range
+from arcface_paddle.train import train
+from dist_scripts import tiny_backbones
+from test_amp import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def trained(steps: int) -> Trainer:
+    trainer = Trainer(growth_interval=2)
+    for step in range(steps):
+        paddle.seed(step)
+        trainer.step(*trainer.batch(), lr=0.1)
+    return trainer
+
+
+def save(trainer: Trainer, root: Path, step: int, keep_last: int = 3) -> Path:
+    return save_checkpoint(root, step, trainer.backbone, trainer.optimizer, trainer.head,
+                           trainer.scaler, global_batch=6, backbone_name="PlainNet",
+                           keep_last=keep_last)
+
+
+def test_round_trip_restores_everything_and_the_next_step(tmp_path):
+    original = trained(3)
+    path = save(original, tmp_path, 3)
+    meta = read_meta(path)
+    assert meta["format"] == FORMAT_NAME and meta["format_version"] == FORMAT_VERSION
+    assert meta["step"] == 3 and meta["world_size"] == 1
+    assert meta["partial_fc"] == [{"file": "partial_fc_00000.npz", "class_start": 0,
+                                   "class_stop": 40}]
+
+    restored = Trainer(growth_interval=2)  # fresh layers: other paddle tensor names
+    assert restored.backbone.fc.weight.name != original.backbone.fc.weight.name
+    load_checkpoint(path, restored.backbone, restored.optimizer, restored.head,
+                    restored.scaler)
+    before = original.snapshot()
+    after = restored.snapshot()
+    assert before.keys() == after.keys()
+    assert any(key.startswith("opt/") for key in before)
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+    assert restored.scaler.state_dict() == original.scaler.state_dict()
+
+    # the same next step: momentum and loss scale really came back
+    restored.rng = original.rng
+    images, labels = original.batch()
+    paddle.seed(99)
+    a = original.step(images, labels, lr=0.1)
+    paddle.seed(99)
+    b = restored.step(images, labels, lr=0.1)
+    assert (a.loss, a.loss_scale) == (b.loss, b.loss_scale)
+    for key, value in original.snapshot().items():
+        np.testing.assert_array_equal(restored.snapshot()[key], value, err_msg=key)
+
+
+def write_sharded(path: Path, num_classes: int, dim: int, world_size: int
+                  ) -> tuple[dict, np.ndarray, np.ndarray]:
+    """A checkpoint's Partial FC part as `world_size` ranks write it (documented layout)."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(num_classes, dim)).astype(np.float32)
+    velocity = rng.normal(size=(num_classes, dim)).astype(np.float32)
+    path.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for rank in range(world_size):
+        start, stop = shard_range(num_classes, world_size, rank)
+        name = f"partial_fc_{rank:05d}.npz"
+        np.savez(path / name, weight=weight[start:stop], velocity=velocity[start:stop],
+                 class_range=np.asarray([start, stop]))
+        shards.append({"file": name, "class_start": start, "class_stop": stop})
+    meta = {"embedding_size": dim, "partial_fc": shards}
+    return meta, weight, velocity
+
+
+@pytest.mark.parametrize("saved_ranks", [1, 3, 4])
+@pytest.mark.parametrize("loading_ranks", [1, 2, 3, 5, 12])
+def test_partial_fc_is_re_split_for_any_world_size(tmp_path, saved_ranks, loading_ranks):
+    num_classes, dim = 10, 3
+    meta, weight, velocity = write_sharded(tmp_path, num_classes, dim, saved_ranks)
+    parts = [load_partial_fc_rows(tmp_path, meta, *shard_range(num_classes, loading_ranks, r))
+             for r in range(loading_ranks)]
+    np.testing.assert_array_equal(np.concatenate([w for w, _ in parts]), weight)
+    np.testing.assert_array_equal(np.concatenate([v for _, v in parts]), velocity)
+
+
+def test_missing_or_inconsistent_shards_are_named(tmp_path):
+    meta, _, _ = write_sharded(tmp_path, 10, 3, 2)
+    gap = {**meta, "partial_fc": meta["partial_fc"][:1]}
+    with pytest.raises(ArcFaceError, match="no saved shard holds class 5"):
+        load_partial_fc_rows(tmp_path, gap, 0, 10)
+    shifted = {**meta, "partial_fc": [dict(meta["partial_fc"][0], class_stop=4),
+                                      meta["partial_fc"][1]]}
+    with pytest.raises(ArcFaceError, match=r"partial_fc_00000\.npz"):
+        load_partial_fc_rows(tmp_path, shifted, 0, 10)
+    (tmp_path / "partial_fc_00001.npz").unlink()
+    with pytest.raises(ArcFaceError, match=r"partial_fc_00001\.npz: missing"):
+        load_partial_fc_rows(tmp_path, meta, 0, 10)
+
+
+def test_keeps_the_last_n_and_ignores_unfinished_folders(tmp_path):
+    trainer = trained(1)
+    for step in (2, 4, 6, 8):
+        save(trainer, tmp_path, step, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000006", "step_00000008"]
+    # a crash mid-save leaves a temporary folder (or one without meta.json): never picked
+    (tmp_path / ".step_00000010.tmp").mkdir()
+    (tmp_path / "step_00000012").mkdir()
+    assert latest_checkpoint(tmp_path).name == "step_00000008"
+    assert not list(tmp_path.glob(".*.tmp/*"))  # nothing half-written remained from saving
+    save(trainer, tmp_path, 8, keep_last=2)  # saving the same step again replaces it
+    assert latest_checkpoint(tmp_path).name == "step_00000008"
+
+
+def test_bad_checkpoints_are_user_errors(tmp_path):
+    trainer = trained(1)
+    path = save(trainer, tmp_path, 1)
+    meta = json.loads((path / META_FILE).read_text())
+    with pytest.raises(ArcFaceError, match="missing"):
+        read_meta(tmp_path / "nowhere")
+    (path / META_FILE).write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ArcFaceError, match="format_version 99"):
+        read_meta(path)
+    (path / META_FILE).write_text("{not json")
+    with pytest.raises(ArcFaceError, match="unreadable"):
+        read_meta(path)
+    (path / META_FILE).write_text(json.dumps(meta))
+    other = Trainer()
+    other.head = PartialFC(41, 8, 0.25)
+    with pytest.raises(ArcFaceError, match="--num_classes"):
+        load_checkpoint(path, other.backbone, other.optimizer, other.head, other.scaler)
+    wrong_backbone = tiny_backbones.PlainNet(4)
+    with pytest.raises(ArcFaceError, match="backbone"):
+        load_checkpoint(path, wrong_backbone, trainer.optimizer, trainer.head, trainer.scaler)
+
+
+def tiny_config(output: Path, **overrides: str):
+    pairs = [("backbone", "TinyFaceNet"), ("output", str(output)), ("train_num", "8"),
+             ("checkpoint_interval_step", "4"), ("sample_ratio", "0.5"),
+             ("synthetic_images_per_class", "4"), ("log_interval_step", "4"),
+             ("dropout", "0"), *overrides.items()]
+    return load_config(REPO / "configs" / "tiny_cpu.py", pairs)
+
+
+@pytest.mark.slow
+def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(tmp_path):
+    tiny_backbones.register()
+    straight = train(tiny_config(tmp_path / "straight"))
+    assert straight.step == 8
+    first = train(tiny_config(tmp_path / "resumed", max_steps="4"))
+    assert first.step == 4
+    second = train(tiny_config(tmp_path / "resumed", resume="true"))
+    assert (second.start_step, second.step) == (4, 8)
+    a, b = straight.checkpoint, second.checkpoint
+    assert a.name == b.name == "step_00000008"
+    for name in ("backbone.npz", "optimizer.npz", "partial_fc_00000.npz"):
+        with np.load(a / name) as x, np.load(b / name) as y:
+            assert x.files == y.files
+            for key in x.files:
+                np.testing.assert_array_equal(y[key], x[key], err_msg=f"{name}:{key}")
+    logs = [[json.loads(line) for line in (tmp_path / run / "train_log.jsonl").open()]
+            for run in ("straight", "resumed")]
+    assert [r["step"] for r in logs[1]] == list(range(1, 9))
+    for x, y in zip(logs[0], logs[1]):
+        assert (x["step"], x["lr"], x["loss"]) == (y["step"], y["lr"], y["loss"])

@@ -1,0 +1,130 @@
+"""Configs: base <- job file <- typed `--key value` overrides; mistakes name the flag or file;
+the resolved config is printed; the published anchors' settings are what the job files say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from arcface_paddle.command import run_main
+from arcface_paddle.config import (
+    config_from_argv,
+    config_table,
+    load_config,
+    parse_value,
+    split_argv,
+)
+from arcface_paddle.errors import ArcFaceError
+from arcface_paddle.train import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_overrides_are_parsed_to_the_declared_types():
+    config = config_from_argv([
+        "--config_file", str(CONFIGS / "ms1mv3_r50.py"), "--lr", "0.2", "--batch_size", "64",
+        "--fp16=False", "--margin", "(1.0, 0.0, 0.4)", "--decay_boundaries", "8,14",
+        "--val_targets", "lfw,agedb_30", "--max_steps", "100", "--checkpoint_dir", "none",
+        "--output", "runs/x"])
+    assert config.lr == 0.2 and isinstance(config.lr, float)
+    assert config.batch_size == 64 and isinstance(config.batch_size, int)
+    assert config.fp16 is False
+    assert config.margin == (1.0, 0.0, 0.4)
+    assert config.decay_boundaries == (8.0, 14.0)
+    assert config.val_targets == ("lfw", "agedb_30")
+    assert config.max_steps == 100 and config.checkpoint_dir is None
+    assert config.output == "runs/x"
+    assert config.backbone == "FresResNet50"  # from the job file
+    assert config.momentum == 0.9  # from base
+    assert parse_value("val_targets", "", {"val_targets": "tuple[str, ...]"}) == ()
+    assert parse_value("fp16", "YES", {"fp16": "bool"}) is True
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--lrr", "0.1"], "unknown flag --lrr (did you mean --lr?)"),
+    (["--lr", "fast"], "--lr expects float, got 'fast'"),
+    (["--batch_size", "1.5"], "--batch_size expects int"),
+    (["--fp16", "maybe"], "--fp16 expects bool"),
+    (["--margin", "1,x,0"], "--margin expects tuple[float, ...]"),
+    (["--max_steps", "ten"], "--max_steps expects int | None"),
+    (["--lr"], "flag --lr has no value"),
+    (["lr", "0.1"], "expected --key value, got 'lr'"),
+    (["--config_file", "no/such.py"], "no such config file"),
+])
+def test_bad_flags_are_user_errors_naming_the_flag(argv, message):
+    with pytest.raises(ArcFaceError) as caught:
+        config_from_argv(argv)
+    assert message in str(caught.value)
+
+
+def test_bad_job_files_are_named(tmp_path):
+    typo = tmp_path / "typo.py"
+    typo.write_text("sample_rate = 0.1\n")
+    with pytest.raises(ArcFaceError, match=r"typo.py: unknown key 'sample_rate' \(did you mean "
+                                            "sample_ratio"):
+        load_config(typo)
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text("batch_size = '128'\n")
+    with pytest.raises(ArcFaceError, match=r"wrong\.py: batch_size must be int"):
+        load_config(wrong)
+    broken = tmp_path / "broken.py"
+    broken.write_text("lr = 1 / 0\n")
+    with pytest.raises(ArcFaceError, match=r"broken\.py: cannot load config"):
+        load_config(broken)
+
+
+def test_every_shipped_config_loads():
+    for path in sorted(CONFIGS.glob("*.py")):
+        config = load_config(path)
+        assert config.output and config.num_classes > 0, path
+
+
+def test_anchor_configs_hold_the_published_settings():
+    r50 = load_config(CONFIGS / "ms1mv3_r50.py")
+    r100 = load_config(CONFIGS / "ms1mv3_r100.py")
+    mobile = load_config(CONFIGS / "ms1mv2_mobileface.py")
+    for config in (r50, r100):
+        assert (config.num_classes, config.sample_ratio, config.fp16) == (93431, 0.1, True)
+        assert config.embedding_size == 512 and config.margin == (1.0, 0.5, 0.0)
+    assert (r50.backbone, r100.backbone) == ("FresResNet50", "FresResNet100")
+    assert (mobile.backbone, mobile.embedding_size, mobile.num_classes,
+            mobile.sample_ratio) == ("MobileFaceNet_128", 128, 85742, 1.0)
+    for config in (r50, r100, mobile):
+        assert (config.lr, config.momentum, config.weight_decay, config.batch_size) == (
+            0.1, 0.9, 5e-4, 128)
+        assert (config.train_unit, config.train_num, config.decay_boundaries) == (
+            "epoch", 25, (10.0, 16.0, 22.0))
+
+
+def test_config_file_and_key_value_forms():
+    assert split_argv(["--config_file", "a.py", "--lr=0.3", "--seed", "1"]) == (
+        "a.py", [("lr", "0.3"), ("seed", "1")])
+    config = load_config(None).replace(lr=1)
+    assert config.lr == 1.0 and isinstance(config.lr, float)
+    with pytest.raises(ArcFaceError, match="replace"):
+        load_config(None).replace(seed="x")
+
+
+def test_resolved_config_table_lists_every_key():
+    config = config_from_argv(["--config_file", str(CONFIGS / "tiny_cpu.py"), "--seed", "99"])
+    table = config_table(config)
+    for key in config:
+        assert f"| {key} " in table
+    assert "99" in table and "1.0, 0.2, 0.0" in table
+
+
+def test_command_line_prints_errors_without_traceback(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(main, ["--config_file", str(CONFIGS / "tiny_cpu.py"), "--sample_ratio", "2"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "sample_ratio" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(main, ["--is_static", "True"])
+    assert exit_info.value.code == 1
+    assert "--is_static" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(main, ["--help"])
+    assert exit_info.value.code == 0
+    assert "| init_loss_scaling" in capsys.readouterr().out
