@@ -30,7 +30,7 @@ from .gallery import scan_gallery
 from .index import UNKNOWN, Candidate, FaceIndex
 from .media import Frame, as_rgb, read_image
 from .predictor import PredictorOptions
-from .recognition import FaceEmbedder, crop_box, l2_normalize
+from .recognition import FaceEmbedder, crop_face, l2_normalize
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
@@ -115,8 +115,9 @@ class InsightFace:
                     progress: bool = True) -> FaceIndex:
         """Embed a gallery (sub-folder per identity, or `label_file`) into a new or `base` index.
 
-        With `detect_faces`, the largest detected face of each photo is embedded (photos without a
-        face are an error); otherwise the whole photo is, as the old tool did (in RGB here).
+        With `detect_faces`, the face square of the largest detected face of each photo is
+        embedded, as query faces are (photos without a face are an error); otherwise the whole
+        photo is, as the old tool did (in RGB here).
         """
         embedder = self._need_embedder("building an index")
         if detect_faces and self.detector is None:
@@ -150,7 +151,7 @@ class InsightFace:
         if not len(boxes):
             raise InsightFaceError(f"{path}: no face found (lower --det_thresh or drop the photo)")
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        return crop_box(rgb, boxes[int(np.argmax(areas))])
+        return crop_face(rgb, boxes[int(np.argmax(areas))])
 
     # -- prediction -----------------------------------------------------------------------
     def detect(self, image: ImageLike, channel_order: str = "bgr") -> np.ndarray:

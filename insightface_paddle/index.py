@@ -125,9 +125,12 @@ class FaceIndex:
             rows, sims = self._faiss_search(queries, k)
             return [self._distinct(r, s, k) for r, s in zip(rows, sims)]
         names, order, starts = self._groups()
-        similarity = queries @ self.embeddings[order].T  # [Q, N], entries grouped by identity
-        best = np.maximum.reduceat(similarity, starts, axis=1)  # [Q, identities]
-        top = np.argsort(-best, axis=1, kind="stable")[:, :k]
+        similarity = queries @ self.embeddings.T  # [Q, N]
+        # regroup the scores (not the far larger embedding matrix) by identity
+        best = np.maximum.reduceat(similarity[:, order], starts, axis=1)  # [Q, identities]
+        k = min(k, best.shape[1])
+        top = np.argpartition(-best, k - 1, axis=1)[:, :k]  # the k best, unordered
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(best, top, 1), 1), 1)
         return [[Candidate(names[i], float(row[i])) for i in ids] for row, ids in zip(best, top)]
 
     def _groups(self) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -206,20 +209,25 @@ class FaceIndex:
         return index
 
 
-def build_faiss_ivf(embeddings: np.ndarray, nprobe: int = 16) -> Any:
-    """An inverted-file faiss index over unit vectors (inner product = cosine)."""
+def build_faiss_ivf(embeddings: np.ndarray, nprobe: int = 64) -> Any:
+    """An inverted-file faiss index over unit vectors (inner product = cosine).
+
+    sqrt(N) lists trained on 64 points each, 64 lists probed: on 1M random 128-D entries this
+    finds the exact top-1 for every query at ~2 ms, and builds in ~10 s
+    (benchmarks/bench_index_search.py).
+    """
     try:
         import faiss
     except ImportError:
         raise InsightFaceError("approximate search needs faiss: "
                                "pip install insightface-paddle[faiss]") from None
     n, dim = embeddings.shape
-    nlist = int(max(1, min(4 * np.sqrt(n), n // 39)))  # faiss wants >= 39 points per list
+    nlist = int(max(1, min(np.sqrt(n), n // 39)))  # faiss wants >= 39 training points per list
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     sample = embeddings
-    if n > 256 * nlist:
-        sample = embeddings[np.random.default_rng(0).choice(n, 256 * nlist, replace=False)]
+    if n > 64 * nlist:
+        sample = embeddings[np.random.default_rng(0).choice(n, 64 * nlist, replace=False)]
     index.train(np.ascontiguousarray(sample))
     index.add(np.ascontiguousarray(embeddings))
     index.nprobe = min(nprobe, nlist)

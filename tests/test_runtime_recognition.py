@@ -10,7 +10,7 @@ import pytest
 
 from insightface_paddle.legacy import load_legacy_index
 from insightface_paddle.media import read_image
-from insightface_paddle.recognition import FaceEmbedder, crop_box
+from insightface_paddle.recognition import FaceEmbedder, crop_padded, face_square
 
 
 class _Echo:
@@ -27,20 +27,25 @@ class _Echo:
         return [feeds["x"].mean(axis=(2, 3))]
 
 
-def test_crop_box_clips_to_the_image():
-    image = np.arange(100 * 80 * 3, dtype=np.uint8).reshape(100, 80, 3)
-    assert crop_box(image, np.array([-10, -5, 30.2, 40.7])).shape == (41, 31, 3)
-    assert crop_box(image, np.array([70, 90, 500, 500])).shape == (10, 10, 3)
-    assert crop_box(image, np.array([79.5, 99.5, 79.6, 99.6])).shape == (1, 1, 3)
+def test_face_square_and_padded_crop():
+    square = face_square(np.array([10, 20, 50, 120, 0.9]))  # 40 x 100 box
+    np.testing.assert_allclose(square, [-20, 12.4, 80, 112.4], atol=1e-4)
+    image = np.full((100, 80, 3), 7, np.uint8)
+    crop = crop_padded(image, np.array([-10, -5, 30.2, 40.7]))
+    assert crop.shape == (46, 41, 3)
+    assert np.all(crop[5:, 10:] == 7) and np.all(crop[:5] == 0) and np.all(crop[:, :10] == 0)
+    assert crop_padded(image, np.array([79.5, 99.5, 79.6, 99.6])).shape == (1, 1, 3)
+    assert np.all(crop_padded(image, np.array([200, 200, 210, 220])) == 0)
 
 
 def test_preprocess_normalises_rgb_and_batches():
     echo = _Echo()
     embedder = FaceEmbedder(echo, "echo", max_batch_size=2)
     assert embedder.signature.embedding_size == 3
-    rgb = np.zeros((50, 60, 3), np.uint8)
+    rgb = np.zeros((200, 220, 3), np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 255, 127, 0
-    batch = embedder.preprocess(rgb, np.array([[0, 0, 30, 50], [10, 10, 60, 40], [0, 0, 5, 5]]))
+    boxes = np.array([[60, 60, 90, 110], [100, 100, 150, 130], [20, 20, 25, 25]])
+    batch = embedder.preprocess(rgb, boxes)  # face squares, all inside the image
     assert batch.shape == (3, 3, 112, 112) and batch.dtype == np.float32
     np.testing.assert_allclose(batch[:, 0], 1.0, atol=1e-6)
     np.testing.assert_allclose(batch[:, 1], (127 - 127.5) / 127.5, atol=1e-6)
@@ -48,7 +53,7 @@ def test_preprocess_normalises_rgb_and_batches():
     echo.batches.clear()
     raw = embedder.run(batch)
     assert echo.batches == [2, 1] and raw.shape == (3, 3)
-    unit = embedder.embed(rgb, np.array([[0, 0, 30, 50]]))
+    unit = embedder.embed(rgb, boxes[:1])
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
 
 
