@@ -16,7 +16,7 @@ import cv2
 from prettytable import PrettyTable
 from tqdm import tqdm
 
-from .api import Face, InsightFace
+from .api import REC_THRESH, Face, InsightFace
 from .draw import draw_faces
 from .errors import InsightFaceError
 from .fileio import atomic_open, atomic_path
@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--enable_mkldnn", type=str2bool, nargs="?", const=True, default=True,
                      help="oneDNN on CPU (default true)")
     mod.add_argument("--det_thresh", type=float, default=0.5)
-    mod.add_argument("--rec_thresh", type=float, default=0.45,
-                     help="below this cosine similarity a face is 'unknown'")
+    mod.add_argument("--rec_thresh", type=float, default=REC_THRESH,
+                     help="below this cosine similarity a face is 'unknown' (default %(default)s)")
     mod.add_argument("--cdd_num", type=int, default=5, help="candidates reported per face")
     mod.add_argument("--max_batch_size", type=int, default=8, help="faces per predictor call")
     mod.add_argument("--approximate", action="store_true",
