@@ -53,8 +53,10 @@ class ModelSignature:
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+    """Rows scaled to unit length; float32 unless the input is float64."""
+    x = np.asarray(x)
+    x = x if x.dtype == np.float64 else x.astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def face_square(box: np.ndarray) -> np.ndarray:
