@@ -13,6 +13,7 @@ written to disk unless asked (`build_index(...).save(path)`).
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,8 @@ from .index import UNKNOWN, Candidate, FaceIndex
 from .media import Frame, as_rgb, read_image
 from .predictor import PredictorOptions
 from .recognition import FaceEmbedder, crop_face, l2_normalize
+
+log = logging.getLogger(__name__)
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
@@ -80,15 +83,19 @@ class InsightFace:
                  rec_model: str | os.PathLike | None = "MobileFace",
                  index: str | os.PathLike | FaceIndex | None = None, *,
                  det_thresh: float = 0.5, rec_thresh: float = REC_THRESH, cdd_num: int = 5,
-                 max_batch_size: int = 8, approximate_search: bool = False,
-                 use_gpu: bool = False, cpu_threads: int | None = None,
-                 enable_mkldnn: bool = True) -> None:
+                 max_batch_size: int = 8, det_max_side: int = 640,
+                 approximate_search: bool = False, use_gpu: bool = False,
+                 cpu_threads: int | None = None, enable_mkldnn: bool = True) -> None:
         if det_model is None and rec_model is None:
             raise InsightFaceError("nothing to do: enable detection, recognition or both")
         if not 0.0 <= det_thresh <= 1.0:
             raise InsightFaceError(f"--det_thresh must be in [0, 1], got {det_thresh}")
         if cdd_num < 1:
             raise InsightFaceError(f"--cdd_num must be >= 1, got {cdd_num}")
+        if cpu_threads is not None and cpu_threads < 1:
+            raise InsightFaceError(f"--cpu_threads must be >= 1, got {cpu_threads}")
+        if det_max_side < 32:
+            raise InsightFaceError(f"--det_max_side must be >= 32, got {det_max_side}")
         options = PredictorOptions(use_gpu=use_gpu, enable_mkldnn=enable_mkldnn,
                                    **({"cpu_threads": cpu_threads} if cpu_threads else {}))
         if use_gpu:
@@ -99,7 +106,8 @@ class InsightFace:
         self.detector = self.embedder = None
         if det_model is not None:
             self.detector = FaceDetector.from_folder(
-                zoo.resolve(det_model, "detection"), options, threshold=det_thresh)
+                zoo.resolve(det_model, "detection"), options, threshold=det_thresh,
+                max_side=det_max_side)
         if rec_model is not None:
             folder = zoo.resolve(rec_model, "recognition")
             name = str(rec_model) if str(rec_model) in zoo.ZOO else None
@@ -114,6 +122,12 @@ class InsightFace:
         embedder = self._need_embedder("an index")
         loaded = index if isinstance(index, FaceIndex) else FaceIndex.load(index)
         loaded.check_model(embedder.signature)
+        order = loaded.info.get("channel_order", embedder.normalization.channel_order)
+        if order != embedder.normalization.channel_order:
+            log.warning("the index was embedded from %s photos (%s) but faces are embedded as "
+                        "%s: expect weaker matches; rebuild it from the gallery", order,
+                        loaded.info.get("imported_from", "an import"),
+                        embedder.normalization.channel_order)
         self.index = loaded
 
     def build_index(self, img_dir: str | os.PathLike, label_file: str | os.PathLike | None = None,
@@ -129,24 +143,33 @@ class InsightFace:
         if detect_faces and self.detector is None:
             raise InsightFaceError("detecting gallery faces needs a detection model")
         entries = scan_gallery(img_dir, label_file)
+        policy = {"channel_order": embedder.normalization.channel_order,
+                  "faces": "largest detected face" if detect_faces else "whole photo"}
         index = base if base is not None else FaceIndex(embedder.signature)
         index.check_model(embedder.signature)
-        index.info.update({
-            "built_from": str(img_dir), "channel_order": embedder.normalization.channel_order,
-            "faces": "largest detected face" if detect_faces else "whole photo",
-            "built_with": f"insightface_paddle {__version__}",
-            "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        })
+        if len(index):
+            for key, value in policy.items():
+                if index.info.get(key, value) != value:
+                    raise InsightFaceError(
+                        f"the index holds {key} '{index.info[key]}' embeddings; adding "
+                        f"'{value}' ones would mix two kinds (use --detect_gallery as when it "
+                        "was built, or rebuild it)")
         chunk = embedder.max_batch_size
+        parts = []
         bar = tqdm(total=len(entries), desc="index", unit="photo", disable=not progress,
                    file=sys.stderr)
         with bar:
             for start in range(0, len(entries), chunk):
                 part = entries[start:start + chunk]
                 crops = [self._gallery_face(read_image(p), p, detect_faces) for p, _ in part]
-                embeddings = embedder.run(embedder.preprocess_images(crops))
-                index.add([label for _, label in part], embeddings, [str(p) for p, _ in part])
+                parts.append(embedder.run(embedder.preprocess_images(crops)))
                 bar.update(len(part))
+        index.add([label for _, label in entries], np.concatenate(parts),
+                  [str(path) for path, _ in entries])
+        index.info.update({
+            **policy, "built_from": str(img_dir), "built_with": f"insightface_paddle {__version__}",
+            "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        })
         return index
 
     def _gallery_face(self, rgb: np.ndarray, path: Path, detect_faces: bool) -> np.ndarray:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--enable_mkldnn", type=str2bool, nargs="?", const=True, default=True,
                      help="oneDNN on CPU (default true)")
     mod.add_argument("--det_thresh", type=float, default=0.5)
+    mod.add_argument("--det_max_side", type=int, default=640,
+                     help="long side of the first detection pass; raise it for small faces in "
+                          "very large photos (default 640)")
     mod.add_argument("--rec_thresh", type=float, default=REC_THRESH,
                      help="below this cosine similarity a face is 'unknown' (default %(default)s)")
     mod.add_argument("--cdd_num", type=int, default=5, help="candidates reported per face")
@@ -82,9 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
     try:
         return run(args)
     except InsightFaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # disk full, permission denied, ... while writing results
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -101,20 +110,22 @@ def run(args: argparse.Namespace) -> int:
         raise InsightFaceError("--input is required (an image, a folder or a video)")
     if args.rec and args.index is None:
         raise InsightFaceError("--rec needs --index (make one with --build_index)")
-    if args.index is not None and not Path(args.index).is_file():
-        raise InsightFaceError(f"{args.index}: no such index file")
-    source = InputSource(args.input)  # checks the input before loading any model
-    app = make_app(args, det=args.det, rec=args.rec, index=args.index if args.rec else None)
+    # check every input before loading any model
+    index = FaceIndex.load(args.index) if args.rec else None
+    source = InputSource(args.input)
+    if args.output:
+        check_output_folder(Path(args.output), source)
+    app = make_app(args, det=args.det, rec=args.rec, index=index)
     return predict(app, source, args)
 
 
 def make_app(args: argparse.Namespace, det: bool, rec: bool,
-             index: str | None = None) -> InsightFace:
+             index: FaceIndex | None = None) -> InsightFace:
     return InsightFace(
         det_model=args.det_model if det else None, rec_model=args.rec_model if rec else None,
         index=index, det_thresh=args.det_thresh, rec_thresh=args.rec_thresh,
         cdd_num=args.cdd_num, max_batch_size=args.max_batch_size,
-        approximate_search=args.approximate, use_gpu=args.use_gpu,
+        det_max_side=args.det_max_side, approximate_search=args.approximate, use_gpu=args.use_gpu,
         cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn)
 
 
@@ -126,10 +137,14 @@ def build_index(args: argparse.Namespace) -> int:
         raise InsightFaceError("--build_index needs --img_dir, --remove or --legacy_index")
     if args.remove and not args.index:
         raise InsightFaceError("--remove needs --index (the index to remove from)")
+    check_writable(out)
     app = make_app(args, det=args.detect_gallery, rec=True)
     assert app.embedder is not None
     if args.legacy_index:
         index = FaceIndex.from_legacy(args.legacy_index, app.embedder.signature)
+        logging.warning("the old tool embedded its gallery photos as BGR while faces are now "
+                        "embedded as RGB: matches will be weaker than with an index rebuilt "
+                        "from the gallery (--img_dir)")
     elif args.index:
         index = FaceIndex.load(args.index)
         index.check_model(app.embedder.signature)
@@ -145,6 +160,27 @@ def build_index(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {len(index)} entries, {len(index.identities)} identities, "
           f"model {index.model.describe()}", file=sys.stderr)
     return 0
+
+
+def check_output_folder(output: Path, source: InputSource) -> None:
+    """Refuse an --output that is a file or would overwrite the inputs with drawings."""
+    if output.exists() and not output.is_dir():
+        raise InsightFaceError(f"--output {output}: exists and is not a folder")
+    inputs = source.path if source.kind == "folder" else source.path.parent
+    if output.resolve() == inputs.resolve():
+        raise InsightFaceError(f"--output {output}: is where the inputs are; the drawings would "
+                               "replace them")
+    check_writable(output / "probe")
+
+
+def check_writable(path: Path) -> None:
+    """Fail before hours of work if `path`'s folder cannot be created or written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InsightFaceError(f"{path.parent}: cannot create folder ({exc.strerror})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise InsightFaceError(f"{path.parent}: not writable")
 
 
 def predict(app: InsightFace, source: InputSource, args: argparse.Namespace) -> int:

@@ -104,7 +104,11 @@ class FaceDetector:
         normalization = normalization_from_infer_cfg(folder) or BLAZEFACE_NORMALIZATION
         options = options or PredictorOptions()
         options = replace(options, delete_passes=options.delete_passes + BROKEN_ONEDNN_PASSES)
-        return cls(create_predictor(folder, options), normalization, **kwargs)
+        probe = {"image": np.zeros((1, 3, 64, 64), np.float32),
+                 "im_shape": np.array([[64, 64]], np.float32),
+                 "scale_factor": np.ones((1, 2), np.float32)}
+        predictor = create_predictor(folder, options, probe=lambda p: p.run(probe))
+        return cls(predictor, normalization, **kwargs)
 
     def prepare(self, rgb: np.ndarray, long_side: float) -> dict[str, np.ndarray]:
         """uint8 RGB [H, W, 3] -> the detector's feeds for one pass."""

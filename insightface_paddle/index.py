@@ -177,20 +177,42 @@ class FaceIndex:
         path = Path(path)
         if not path.is_file():
             raise InsightFaceError(f"{path}: no such index file")
+
+        def bad(why: object) -> InsightFaceError:
+            return InsightFaceError(f"{path}: not an insightface-paddle index ({why})")
+
+        keys = ("embeddings", "labels", "sources", "meta")
         try:
             with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in ("embeddings", "labels", "sources", "meta")}
+                missing = [key for key in keys if key not in data.files]
+                if missing:
+                    raise bad(f"no {missing[0]!r} array")
+                arrays = {key: data[key] for key in keys}
+        except InsightFaceError:
+            raise
+        except ValueError as exc:  # numpy's own advice here would be to allow pickle: never
+            why = "not an archive of plain arrays; pickled data is refused" if "pickle" in str(
+                exc) else exc
+            raise bad(why) from None
+        except Exception as exc:  # a damaged zip raises BadZipFile, EOFError, OSError, ...
+            raise bad(f"{type(exc).__name__}: {exc}") from None
+        try:
             meta = json.loads(str(arrays["meta"]))
-            version = meta.get("format_version")
-            model = ModelSignature(str(meta["model"]["name"]), str(meta["model"]["fingerprint"]),
-                                   int(meta["model"]["embedding_size"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise InsightFaceError(f"{path}: not an insightface-paddle index ({exc})") from None
+            model = meta["model"]
+            signature = ModelSignature(str(model["name"]), str(model["fingerprint"]),
+                                       int(model["embedding_size"]))
+            version, info = meta.get("format_version"), dict(meta.get("info", {}))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise bad(f"bad metadata: {exc}") from None
         if version != INDEX_FORMAT_VERSION:
             raise InsightFaceError(f"{path}: index format version {version!r} is not supported "
                                    f"(this version reads {INDEX_FORMAT_VERSION})")
-        return cls(model, arrays["embeddings"], [str(x) for x in arrays["labels"]],
-                   [str(x) for x in arrays["sources"]], dict(meta.get("info", {})))
+        embeddings, labels, sources = arrays["embeddings"], arrays["labels"], arrays["sources"]
+        if embeddings.ndim != 2 or embeddings.dtype.kind != "f" or labels.ndim != 1 or \
+                sources.ndim != 1 or labels.dtype.kind != "U" or sources.dtype.kind != "U":
+            raise bad(f"arrays of shapes {embeddings.shape}, {labels.shape}, {sources.shape}")
+        return cls(signature, embeddings, [str(x) for x in labels], [str(x) for x in sources],
+                   info)
 
     @classmethod
     def from_legacy(cls, path: str | os.PathLike[str], model: ModelSignature) -> FaceIndex:

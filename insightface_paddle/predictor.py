@@ -10,17 +10,20 @@ this project's export; see docs/model_metadata.md), so deployment preprocesses a
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
 from .errors import InsightFaceError
+from .fileio import sha256_file
+
+log = logging.getLogger(__name__)
 
 META_FILE = "model_meta.json"
 META_FORMAT_VERSION = 1
@@ -79,14 +82,6 @@ def model_files(folder: Path) -> tuple[str, Path, Path | None]:
     )
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_graph(graph: Path) -> None:
     """Reject files Paddle would crash on: it segfaults on a garbage `.pdmodel`."""
     data = graph.read_bytes()
@@ -142,23 +137,29 @@ class PaddlePredictor:
             config.delete_pass(name)
         config.disable_glog_info()
         config.switch_use_feed_fetch_ops(False)
+        self.source = graph.parent
         try:
             self._predictor = paddle_infer.create_predictor(config)
         except Exception as exc:  # paddle raises RuntimeError/ValueError/... for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InsightFaceError(f"{graph.parent}: cannot load model ({first})") from None
+            raise InsightFaceError(f"{graph.parent}: cannot load model ({_first_line(exc)})"
+                                   ) from None
         self.input_names = list(self._predictor.get_input_names())
         self._output_names = list(self._predictor.get_output_names())
-        self.fingerprint = _file_sha256(params)
+        self.fingerprint = sha256_file(params)
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        for name in self.input_names:
-            handle = self._predictor.get_input_handle(name)
-            value = np.ascontiguousarray(feeds[name])
-            handle.reshape(value.shape)
-            handle.copy_from_cpu(value)
-        self._predictor.run()
-        return [self._predictor.get_output_handle(n).copy_to_cpu() for n in self._output_names]
+        try:
+            for name in self.input_names:
+                handle = self._predictor.get_input_handle(name)
+                value = np.ascontiguousarray(feeds[name])
+                handle.reshape(value.shape)
+                handle.copy_from_cpu(value)
+            self._predictor.run()
+            return [self._predictor.get_output_handle(n).copy_to_cpu()
+                    for n in self._output_names]
+        except Exception as exc:  # paddle raises RuntimeError/NotImplementedError/...
+            raise InsightFaceError(f"{self.source}: inference failed ({_first_line(exc)})"
+                                   ) from None
 
 
 class OnnxPredictor:
@@ -182,21 +183,51 @@ class OnnxPredictor:
         except Exception as exc:
             raise InsightFaceError(f"{graph}: cannot load ONNX model ({exc})") from None
         self.input_names = [i.name for i in self._session.get_inputs()]
-        self.fingerprint = _file_sha256(graph)
+        self.fingerprint = sha256_file(graph)
+        self.source = graph.parent
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return list(self._session.run(None, {n: feeds[n] for n in self.input_names}))
+        try:
+            return list(self._session.run(None, {n: feeds[n] for n in self.input_names}))
+        except Exception as exc:
+            raise InsightFaceError(f"{self.source}: inference failed ({_first_line(exc)})"
+                                   ) from None
 
 
-def create_predictor(folder: Path, options: PredictorOptions | None = None) -> Predictor:
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def create_predictor(folder: Path, options: PredictorOptions | None = None,
+                     probe: Callable[[Predictor], object] | None = None) -> Predictor:
+    """Load the model in `folder`; `probe(predictor)` runs a tiny input through it.
+
+    Some graphs load under oneDNN but fail at their first run (e.g. models translated to the
+    PIR format); when the probe fails there, the model is reloaded with plain CPU kernels.
+    """
     options = options or PredictorOptions()
     backend, graph, params = model_files(folder)
     if options.backend not in ("auto", backend):
         raise InsightFaceError(f"{folder}: holds a {backend} model, not {options.backend}")
     if backend == "onnx":
-        return OnnxPredictor(graph, options)
+        predictor: Predictor = OnnxPredictor(graph, options)
+    else:
+        assert params is not None
+        predictor = PaddlePredictor(graph, params, options)
+    if probe is None:
+        return predictor
+    try:
+        probe(predictor)
+        return predictor
+    except InsightFaceError as exc:
+        if backend != "paddle" or options.use_gpu or not options.enable_mkldnn:
+            raise
+        log.warning("%s; retrying with oneDNN off", exc)
     assert params is not None
-    return PaddlePredictor(graph, params, options)
+    predictor = PaddlePredictor(graph, params, replace(options, enable_mkldnn=False))
+    probe(predictor)
+    return predictor
 
 
 def read_model_meta(folder: Path) -> dict[str, Any] | None:

@@ -111,9 +111,13 @@ class FaceEmbedder:
             kwargs.setdefault("normalization", normalization_from_meta(meta, folder))
             size = meta.get("input", {}).get("size")
             if size:
-                kwargs.setdefault("input_size", (int(size[1]), int(size[0])))
+                kwargs.setdefault("input_size", (int(size[0]), int(size[1])))
             name = name or meta.get("name")
-        return cls(create_predictor(folder, options), name or folder.name, **kwargs)
+        width, height = kwargs.get("input_size", INPUT_SIZE)
+        probe = np.zeros((1, 3, height, width), np.float32)
+        predictor = create_predictor(
+            folder, options, probe=lambda p: p.run({p.input_names[0]: probe}))
+        return cls(predictor, name or folder.name, **kwargs)
 
     def preprocess(self, rgb: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
         """uint8 RGB [H, W, 3] and detector boxes [K, >=4] (None = the whole image) ->

@@ -9,7 +9,6 @@ Mirrors: `INSIGHTFACE_PADDLE_MODEL_URL` replaces the URL template (`{}` = archiv
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tarfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import InsightFaceError
+from .fileio import sha256_file
 
 HOME_ENV = "INSIGHTFACE_PADDLE_HOME"
 URL_ENV = "INSIGHTFACE_PADDLE_MODEL_URL"
@@ -79,14 +79,6 @@ def model_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or Path.home() / ".insightface_paddle").expanduser()
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _pinned_sums(model: ZooModel, folder: Path) -> dict[str, str]:
     if model.sha256:
         return dict(model.sha256)
@@ -106,7 +98,7 @@ def _verify(model: ZooModel, folder: Path) -> str | None:
         path = folder / name
         if not path.is_file():
             return f"{path} is missing"
-        if sha256_of(path) != expected:
+        if sha256_file(path) != expected:
             return f"{path} does not match its sha256 (corrupt or modified)"
     return None
 
@@ -150,15 +142,22 @@ def download(model: ZooModel) -> Path:
         extracted = staging / model.archive
         _extract(archive, extracted, url)
         if not model.sha256:  # never published: pin what we got so later corruption shows
-            lines = [f"{sha256_of(p)}  {p.name}" for p in sorted(extracted.iterdir())]
+            lines = [f"{sha256_file(p)}  {p.name}" for p in sorted(extracted.iterdir())]
             (extracted / SUMS_FILE).write_text("\n".join(lines) + "\n")
         problem = _verify(model, extracted)
         if problem is not None:
             raise InsightFaceError(f"download of {model.name} from {url} is bad: "
                                    f"{problem.replace(str(extracted), model.archive)}")
-        if folder.exists():  # a stale or corrupt copy
-            shutil.rmtree(folder)
-        os.replace(extracted, folder)
+        if folder.is_dir() and _verify(model, folder) is None:
+            return folder  # another process finished the same download first
+        try:
+            if folder.exists():  # a stale or corrupt copy
+                shutil.rmtree(folder)
+            os.replace(extracted, folder)
+        except OSError:
+            if _verify(model, folder) is None:  # lost a race to another process
+                return folder
+            raise
         return folder
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -93,3 +93,25 @@ def test_detection_only_and_recognition_only(model_home, shared):
     assert len(whole) == 1 and whole[0].score == 1.0 and whole[0].label is not None
     assert whole[0].box == (0.0, 0.0, float(cv2.imread(str(path)).shape[1]),
                             float(cv2.imread(str(path)).shape[0]))
+
+
+@pytest.mark.slow
+def test_kinds_of_embeddings_do_not_mix_and_bgr_imports_warn(app, shared, tmp_path, caplog):
+    gallery = shared("demo/friends/gallery")
+    lines = (gallery / "label.txt").read_text().splitlines()
+    (tmp_path / "ross.txt").write_text("\n".join(line for line in lines
+                                                 if line.split("\t")[1] == "Ross"))
+    whole = app.build_index(gallery, tmp_path / "ross.txt", progress=False)
+    with pytest.raises(InsightFaceError, match="'whole photo' embeddings; adding 'largest det"):
+        app.build_index(gallery, tmp_path / "ross.txt", detect_faces=True, base=whole,
+                        progress=False)
+    legacy = FaceIndex.from_legacy(shared("demo/friends/index.bin"), app.embedder.signature)
+    with pytest.raises(InsightFaceError, match="channel_order 'BGR'"):
+        app.build_index(gallery, tmp_path / "ross.txt", base=legacy, progress=False)
+    previous = app.index
+    try:
+        with caplog.at_level("WARNING"):
+            app.set_index(legacy)
+        assert "embedded from BGR photos" in caplog.text
+    finally:
+        app.index = previous  # the app is shared by the module's tests

@@ -47,6 +47,10 @@ def bad_inputs(tmp_path):
     (model / "inference.pdiparams").write_bytes(os.urandom(1024))
     (tmp_path / "gallery" / "alice").mkdir(parents=True)
     (tmp_path / "labels.txt").write_text("alice/1.jpg alice\n")  # space, not a tab
+    (tmp_path / "photos").mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "photos" / "noise.png"), noise)
+    (tmp_path / "damaged.npz").write_bytes(b"PK\x03\x04 but no zip after all")
     return tmp_path
 
 
@@ -58,6 +62,15 @@ def bad_inputs(tmp_path):
     (["--input", "{t}/text.jpg"], ["nothing to do"]),
     (["--det", "--rec", "--input", "{t}/empty"], ["--rec needs --index"]),
     (["--det", "--rec", "--index", "{t}/none.npz", "--input", "{t}"], ["none.npz"]),
+    (["--det", "--rec", "--index", "{t}/damaged.npz", "--input", "{t}/photos"],
+     ["damaged.npz", "not an insightface-paddle index"]),
+    (["--det", "--input", "{t}/photos", "--output", "{t}/photos"], ["drawings would replace"]),
+    (["--det", "--input", "{t}/photos/noise.png", "--output", "{t}/photos"],
+     ["drawings would replace"]),
+    (["--det", "--input", "{t}/photos", "--output", "{t}/text.jpg"], ["not a folder"]),
+    (["--det", "--input", "{t}/photos", "--output", "/proc/none/out"], ["cannot create folder"]),
+    (["--build_index", "/proc/none/i.npz", "--img_dir", "{t}/gallery"], ["cannot create folder"]),
+    (["--det", "--input", "{t}/photos", "--cpu_threads", "-3"], ["--cpu_threads must be >= 1"]),
     (["--build_index", "{t}/out.npz"], ["needs --img_dir"]),
     (["--build_index", "{t}/out.pkl", "--img_dir", "{t}/gallery"], [".npz"]),
     (["--build_index", "{t}/out.npz", "--img_dir", "{t}/gallery", "--label", "{t}/labels.txt",
@@ -124,6 +137,7 @@ def test_demo_queries_end_to_end(capsys, friends_index, shared, tmp_path):
         correct += sum(faces[i]["label"] == who for who, i in truth.items())
     assert correct >= 11, f"{correct} of 12 named correctly"
     assert len(results["Rachel.png"]) == 1
+    assert results["Rachel.png"][0]["candidates"][0]["label"] == "Rachel"
     drawn = cv2.imread(str(tmp_path / "drawn" / "friends1.jpg"))
     original = cv2.imread(str(shared("demo/friends/query/friends1.jpg")))
     assert drawn.shape == original.shape and np.abs(drawn.astype(int) - original).max() > 100
@@ -152,3 +166,18 @@ def test_table_video_legacy_import_and_removal(capsys, friends_index, shared, tm
                         "--remove", "Joey", "Ross")
     assert code == 0
     assert FaceIndex.load(legacy).identities == ["Chandler", "Monica", "Phoebe", "Rachel"]
+
+
+@pytest.mark.slow
+def test_quick_start_demo_script(tmp_path, shared):
+    """README's first command (after the install): scripts/demo.sh prints the table, draws."""
+    env = {**os.environ, "INSIGHTFACE_PADDLE_SHARED": str(shared(".")),
+           "OUT": str(tmp_path / "demo")}
+    env.pop("INSIGHTFACE_PADDLE_HOME", None)  # the script finds the shared models itself
+    result = subprocess.run(["sh", str(REPO / "scripts" / "demo.sh")], env=env, cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| friends")]
+    assert len(rows) == 12 and sum("unknown" in row for row in rows) == 0
+    assert sorted(p.name for p in (tmp_path / "demo" / "drawn").iterdir()) == [
+        "Rachel.png", "friends1.jpg", "friends2.jpg"]

@@ -161,3 +161,31 @@ def test_approximate_search_agrees_with_exact():
     agree = np.mean([e[0].label == a[0].label for e, a in zip(exact, approx)])
     assert agree >= 0.95
     assert np.mean([e[0].label == f"id{i}" for i, e in enumerate(exact)]) >= 0.99
+
+
+def _flip(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1:]
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda data, arrays: data[: len(data) // 2], "BadZipFile"),
+    (lambda data, arrays: _flip(data, data.index(b"NUMPY") + 140), "BadZipFile"),  # in the data
+    (lambda data, arrays: os.urandom(3000), "pickled data is refused"),
+    (lambda data, arrays: {**arrays, "meta": np.asarray(json.dumps([1, 2]))}, "bad metadata"),
+    (lambda data, arrays: {**arrays, "embeddings": np.zeros(16, np.float32)}, "shapes"),
+    (lambda data, arrays: {k: v for k, v in arrays.items() if k != "labels"}, "no 'labels'"),
+])
+def test_damaged_index_files_give_one_clear_error(tmp_path, damage, why):
+    index = FaceIndex(MODEL)
+    index.add(["a", "b"], np.random.default_rng(5).standard_normal((2, 8)))
+    path = index.save(tmp_path / "good.npz")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = dict(data)
+    damaged = damage(path.read_bytes(), arrays)
+    target = tmp_path / "damaged.npz"
+    if isinstance(damaged, bytes):
+        target.write_bytes(damaged)
+    else:
+        np.savez(target, **damaged)
+    with pytest.raises(InsightFaceError, match=f"not an insightface-paddle index.*{why}"):
+        FaceIndex.load(target)

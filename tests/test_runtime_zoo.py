@@ -14,6 +14,7 @@ import pytest
 
 from insightface_paddle import zoo
 from insightface_paddle.errors import InsightFaceError
+from insightface_paddle.fileio import sha256_file
 
 
 def _tar_of(folder: Path, archive: str, tamper: str | None = None) -> bytes:
@@ -104,7 +105,7 @@ def test_unpublished_sums_are_pinned_on_first_download(server, shared, tmp_path,
     monkeypatch.setenv(zoo.URL_ENV, server.url)
     folder = zoo.resolve("ArcFace")
     sums = (folder / zoo.SUMS_FILE).read_text()
-    assert zoo.sha256_of(source / "inference.pdiparams") in sums
+    assert sha256_file(source / "inference.pdiparams") in sums
     with open(folder / "inference.pdiparams", "r+b") as handle:
         handle.write(b"\xff\xff\xff\xff")  # params files start with zero bytes
     server.files.clear()
@@ -133,3 +134,15 @@ def test_download_times_out(tmp_path, monkeypatch):
     finally:
         listener.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_finished_concurrent_download_is_reused(server, shared, tmp_path, monkeypatch):
+    """Two processes fetching the same model on first use: the second keeps the first's copy."""
+    source = shared("models/mobileface_v1.0_infer")
+    server.files["mobileface_v1.0_infer.tar"] = _tar_of(source, "mobileface_v1.0_infer")
+    monkeypatch.setenv(zoo.HOME_ENV, str(tmp_path))
+    monkeypatch.setenv(zoo.URL_ENV, server.url)
+    first = zoo.download(zoo.ZOO["MobileFace"])
+    marker = first / "kept"
+    marker.write_text("the first process's copy")
+    assert zoo.download(zoo.ZOO["MobileFace"]) == first and marker.exists()
