@@ -30,10 +30,10 @@ import numpy as np  # noqa: E402
 from prettytable import PrettyTable  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from arcface_paddle.data.convert_common import write_file  # noqa: E402
 from arcface_paddle.data.convert_recordio import recordio_to_images  # noqa: E402
 from arcface_paddle.data.label_file import write_label_file  # noqa: E402
 from arcface_paddle.data.recordio import RecFaceReader, write_rec_dataset  # noqa: E402
+from insightface_paddle.fileio import write_bytes_atomic  # noqa: E402
 
 
 def generated_faces(count: int, size: int, seed: int = 0):
@@ -61,7 +61,7 @@ def decode_reencode(root_dir: Path, output_dir: Path) -> int:
         image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
         encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
         name = f"images/{key:08d}.jpg"
-        write_file(output_dir / name, encoded)
+        write_bytes_atomic(output_dir / name, encoded)
         entries.append((name, label))
     write_label_file(output_dir / "label.txt", entries)
     return len(entries)
