@@ -40,6 +40,7 @@ META_FILE, BACKBONE_FILE, OPTIMIZER_FILE = "meta.json", "backbone.npz", "optimiz
 SHARD_FILE = "partial_fc_{:05d}.npz"
 STEP_DIR = "step_{:08d}"
 MASTER_PREFIX = "master_weights/"
+DEFAULT_MASTER_SUFFIX = "_fp32_master_0"
 
 
 def checkpoint_root(output: str | os.PathLike[str]) -> Path:
@@ -96,16 +97,26 @@ def _match_param(key: str, names: dict[str, str]) -> tuple[str, str] | None:
     return None if best is None else (best[1], key[len(best[0]):])
 
 
+def _master_suffix(tensor_name: str, master: paddle.Tensor) -> str:
+    """The part of a master weight's name after its parameter's ("_fp32_master_0"): Paddle
+    names the master's accumulators "<master name>_velocity_0", so a restored master must
+    carry the same suffix on the new parameter's name."""
+    if master.name.startswith(tensor_name + "_"):
+        return master.name[len(tensor_name):]
+    return DEFAULT_MASTER_SUFFIX
+
+
 def optimizer_arrays(optimizer: paddle.optimizer.Optimizer, backbone: paddle.nn.Layer
                      ) -> dict[str, np.ndarray]:
     """Optimizer state keyed by structured parameter names (Paddle's tensor names differ from
-    one process to the next): "<name><suffix>" and "master_weights/<name>"."""
+    one process to the next): "<name>|<suffix>" and "master_weights/<name>|<suffix>"."""
     names = _param_names(backbone)
     arrays = {}
     for key, value in optimizer.state_dict().items():
         if key == "master_weights":
             for tensor_name, master in value.items():
-                arrays[MASTER_PREFIX + names[tensor_name]] = _to_numpy(master)
+                arrays[MASTER_PREFIX + names[tensor_name] + "|" +
+                       _master_suffix(tensor_name, master)] = _to_numpy(master)
         elif isinstance(value, paddle.Tensor):
             match = _match_param(key, names)
             if match is not None:
@@ -113,17 +124,47 @@ def optimizer_arrays(optimizer: paddle.optimizer.Optimizer, backbone: paddle.nn.
     return arrays
 
 
+def _split_master_key(key: str) -> tuple[str, str]:
+    """"master_weights/<name>|<suffix>" -> (name, suffix); files written before the suffix was
+    stored hold "master_weights/<name>", which Paddle always named with the default suffix."""
+    structured, _, suffix = key[len(MASTER_PREFIX):].partition("|")
+    return structured, suffix or DEFAULT_MASTER_SUFFIX
+
+
+def _keeps_master(optimizer: paddle.optimizer.Optimizer, param: paddle.Tensor) -> bool:
+    """Whether the optimizer holds an fp32 master copy of `param` (pure fp16 on a GPU)."""
+    return bool(getattr(optimizer, "_multi_precision", False)) and param.dtype in (
+        paddle.float16, paddle.bfloat16)
+
+
+def _check_same_precision(optimizer: paddle.optimizer.Optimizer, backbone: paddle.nn.Layer,
+                          arrays: dict[str, np.ndarray], source: Path) -> None:
+    """Paddle names a parameter's momentum after its master weight when it keeps one, so the
+    state of a pure-fp16 run only loads into a pure-fp16 run (and fp32 into fp32)."""
+    saved = {_split_master_key(key)[0] for key in arrays if key.startswith(MASTER_PREFIX)}
+    stated = {key.split("|", 1)[0] for key in arrays if not key.startswith(MASTER_PREFIX)}
+    for name, param in backbone.named_parameters():
+        if name in stated and (name in saved) != _keeps_master(optimizer, param):
+            written, now = ("with", "without") if name in saved else ("without", "with")
+            raise ArcFaceError(f"{source}: written {written} fp32 master weights (pure fp16 on a "
+                               f"GPU), this run is {now} (parameter {name!r}); resume with the "
+                               "--fp16 setting and device of the run that saved it")
+
+
 def restore_optimizer(optimizer: paddle.optimizer.Optimizer, backbone: paddle.nn.Layer,
                       arrays: dict[str, np.ndarray], source: Path) -> None:
+    _check_same_precision(optimizer, backbone, arrays, source)
     by_structured = {name: param.name for name, param in backbone.named_parameters()}
     state: dict[str, Any] = {}
     masters = {}
     for key, value in arrays.items():
         if key.startswith(MASTER_PREFIX):
-            structured = key[len(MASTER_PREFIX):]
+            structured, suffix = _split_master_key(key)
             if structured not in by_structured:
                 raise ArcFaceError(f"{source}: master weight of unknown parameter {structured!r}")
-            masters[by_structured[structured]] = paddle.to_tensor(value)
+            master = paddle.to_tensor(value)
+            master.name = by_structured[structured] + suffix
+            masters[by_structured[structured]] = master
             continue
         structured, suffix = key.split("|", 1)
         if structured not in by_structured:
@@ -138,10 +179,12 @@ def restore_optimizer(optimizer: paddle.optimizer.Optimizer, backbone: paddle.nn
 def backbone_arrays(backbone: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer
                     ) -> dict[str, np.ndarray]:
     """Backbone state by structured name, fp32 master values where the optimizer keeps them."""
-    masters = optimizer_arrays(optimizer, backbone)
+    masters = {_split_master_key(key)[0]: value
+               for key, value in optimizer_arrays(optimizer, backbone).items()
+               if key.startswith(MASTER_PREFIX)}
     arrays = {}
     for name, value in backbone.state_dict().items():
-        master = masters.get(MASTER_PREFIX + name)
+        master = masters.get(name)
         arrays[name] = master if master is not None else _to_numpy(value)
     return arrays
 

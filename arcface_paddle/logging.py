@@ -3,6 +3,10 @@ file (`<output>/train_log.jsonl`) that scripts and tests can read back.
 
 Console line: step, loss (mean since the last line), lr, throughput (global images/s), loss
 scale, skipped steps, eta.
+
+A run that starts at step S (resumed from a checkpoint, or S = 0 for a fresh start in the same
+output folder) first drops the records of steps after S: a crash after the last checkpoint left
+records of steps that the resumed run logs again, and the file should hold each step once.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
+from insightface_paddle.fileio import atomic_open
 
 LOG_FILE = "train_log.jsonl"
 VISUALDL_DIR = "vdl"
@@ -22,11 +28,33 @@ def format_eta(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
+def drop_records_after(path: Path, step: int) -> int:
+    """Rewrite the JSON-lines log at `path` (atomically) without the records of steps after
+    `step` and without lines torn by a crash -> the number of lines dropped."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the last line of a killed run may be cut short
+        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        with atomic_open(path, "w", encoding="utf-8", newline="\n") as handle:
+            handle.writelines(f"{line}\n" for line in kept)
+    return len(lines) - len(kept)
+
+
 class TrainLogger:
-    """Does nothing on ranks other than 0 (`enabled=False`)."""
+    """Does nothing on ranks other than 0 (`enabled=False`). `start_step`: the completed steps
+    the run starts from; later records already in the log are dropped (module docstring)."""
 
     def __init__(self, output: str | Path, total_steps: int, global_batch: int,
-                 log_interval: int = 100, visualdl: bool = True, enabled: bool = True) -> None:
+                 log_interval: int = 100, visualdl: bool = True, enabled: bool = True,
+                 start_step: int = 0) -> None:
         self.enabled = enabled
         self.total_steps = total_steps
         self.global_batch = global_batch
@@ -40,6 +68,10 @@ class TrainLogger:
         if not enabled:
             return
         self.output.mkdir(parents=True, exist_ok=True)
+        dropped = drop_records_after(self.output / LOG_FILE, start_step)
+        if dropped:
+            self.info(f"{LOG_FILE}: dropped {dropped} record(s) after step {start_step}, "
+                      "which this run logs again")
         self._jsonl = open(self.output / LOG_FILE, "a", encoding="utf-8")  # noqa: SIM115
         if visualdl:
             from visualdl import LogWriter

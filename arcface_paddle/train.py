@@ -147,7 +147,8 @@ def train(config: Config) -> TrainSummary:
         weight_decay=config.weight_decay, multi_precision=config.fp16)
     head = PartialFC(config.num_classes, config.embedding_size, config.sample_ratio,
                      tuple(config.margin), config.scale, config.straight_through,
-                     config.momentum, config.weight_decay, seed=config.seed)
+                     margin_fallback=config.margin_fallback, momentum=config.momentum,
+                     weight_decay=config.weight_decay, seed=config.seed)
     backbone, optimizer, fp16 = prepare_pure_fp16(backbone, optimizer, config.fp16, say)
     scaler = DynamicLossScaler(config.fp16, config.init_loss_scaling, config.incr_ratio,
                                config.decr_ratio, config.incr_every_n_steps,
@@ -160,7 +161,7 @@ def train(config: Config) -> TrainSummary:
             f"{start_step} on {world_size} ranks; lr {schedule(start_step):.8g}")
 
     logger = TrainLogger(config.output, stop_at, global_batch, config.log_interval_step,
-                         config.visualdl, enabled=is_main)
+                         config.visualdl, enabled=is_main, start_step=start_step)
     if is_main:
         with atomic_open(Path(config.output) / "config.json", "w", encoding="utf-8") as handle:
             json.dump(config.as_dict(), handle, indent=2)

@@ -14,6 +14,7 @@ dropout: float = 0.0  # iResNet output block only
 margin: tuple[float, ...] = (1.0, 0.5, 0.0)  # ArcFace; CosFace (1, 0, 0.4); SphereFace m1 > 1
 scale: float = 64.0
 straight_through: bool = False  # True: no gradient through the margin term
+margin_fallback: str = "psi"  # past m1*theta + m2 = pi: "psi" (SphereFace) or "linear" (m1 = 1)
 sample_ratio: float = 1.0  # share of each shard's negative centres used per step
 
 # -- pure fp16 (CUDA only; on CPU the run trains in fp32 and says so) and loss scaling

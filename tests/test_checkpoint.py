@@ -18,7 +18,9 @@ from arcface_paddle.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_partial_fc_rows,
+    optimizer_arrays,
     read_meta,
+    restore_optimizer,
     save_checkpoint,
 )
 from arcface_paddle.config import load_config
@@ -76,6 +78,71 @@ def test_round_trip_restores_everything_and_the_next_step(tmp_path):
     assert (a.loss, a.loss_scale) == (b.loss, b.loss_scale)
     for key, value in original.snapshot().items():
         np.testing.assert_array_equal(restored.snapshot()[key], value, err_msg=key)
+
+
+def fp16_layer_and_optimizer() -> tuple[paddle.nn.Linear, paddle.optimizer.Momentum]:
+    """What O2 decoration leaves on a GPU: fp16 parameters, an optimizer keeping fp32 masters.
+    (decorate casts nothing on CPU, so the cast is done by hand.)"""
+    layer = paddle.nn.Linear(3, 2)
+    layer.to(dtype="float16")
+    optimizer = paddle.optimizer.Momentum(0.1, 0.9, parameters=layer.parameters(),
+                                          multi_precision=True, weight_decay=5e-4)
+    return layer, optimizer
+
+
+def create_accumulators(layer: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer) -> None:
+    """What the first optimizer.step() does before its (GPU-only fp16) kernel runs."""
+    block = paddle.static.default_main_program().global_block()
+    optimizer._create_accumulators(block, layer.parameters())
+
+
+def test_fp16_master_weights_restore_under_the_names_the_optimizer_looks_up():
+    saved_layer, saved_optimizer = fp16_layer_and_optimizer()
+    create_accumulators(saved_layer, saved_optimizer)
+    arrays = optimizer_arrays(saved_optimizer, saved_layer)
+    assert {key for key in arrays if key.startswith("master_weights/")} == {
+        "master_weights/weight|_fp32_master_0", "master_weights/bias|_fp32_master_0"}
+    rng = np.random.default_rng(0)  # values a fresh optimizer could not make up by itself
+    arrays = {key: rng.normal(size=value.shape).astype(np.float32)
+              for key, value in arrays.items()}
+
+    layer, optimizer = fp16_layer_and_optimizer()  # new process: other tensor names
+    assert layer.weight.name != saved_layer.weight.name
+    restore_optimizer(optimizer, layer, arrays, Path("optimizer.npz"))
+    create_accumulators(layer, optimizer)  # raised "generated_tensor_N_velocity_0 should in..."
+    restored = optimizer_arrays(optimizer, layer)
+    assert restored.keys() == arrays.keys()
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(restored[key], value, err_msg=key)
+        assert restored[key].dtype == np.float32
+
+    # checkpoints written before the suffix was stored name masters "master_weights/<name>"
+    legacy = {key.split("|")[0] if key.startswith("master_weights/") else key: value
+              for key, value in arrays.items()}
+    layer, optimizer = fp16_layer_and_optimizer()
+    restore_optimizer(optimizer, layer, legacy, Path("optimizer.npz"))
+    create_accumulators(layer, optimizer)
+    np.testing.assert_array_equal(optimizer_arrays(optimizer, layer)["weight|_fp32_master_0"
+                                                                     "_velocity_0"],
+                                  arrays["weight|_fp32_master_0_velocity_0"])
+
+
+def test_optimizer_state_loads_only_into_the_same_precision():
+    """Momentum is named after the master weight when there is one: fp16 state cannot feed an
+    fp32 run or the reverse; that is a user error naming the flag, not Paddle's assertion."""
+    fp16_layer, fp16_optimizer = fp16_layer_and_optimizer()
+    create_accumulators(fp16_layer, fp16_optimizer)
+    fp32_layer = paddle.nn.Linear(3, 2)  # what --fp16 True trains on a CPU: fp32, no masters
+    fp32_optimizer = paddle.optimizer.Momentum(0.1, 0.9, parameters=fp32_layer.parameters(),
+                                               multi_precision=True)
+    create_accumulators(fp32_layer, fp32_optimizer)
+    cases = [(optimizer_arrays(fp16_optimizer, fp16_layer), fp32_layer, fp32_optimizer, "with"),
+             (optimizer_arrays(fp32_optimizer, fp32_layer), *fp16_layer_and_optimizer(),
+              "without")]
+    for arrays, layer, optimizer, written in cases:
+        with pytest.raises(ArcFaceError, match=rf"optimizer\.npz: written {written} fp32 "
+                                               r"master weights.*--fp16"):
+            restore_optimizer(optimizer, layer, arrays, Path("optimizer.npz"))
 
 
 def write_sharded(path: Path, num_classes: int, dim: int, world_size: int
@@ -172,6 +239,11 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(tmp_path):
     assert straight.step == 8
     first = train(tiny_config(tmp_path / "resumed", max_steps="4"))
     assert first.step == 4
+    # as if the run had crashed after logging steps 5 and 6 (and half of 7) past its checkpoint
+    with (tmp_path / "resumed" / "train_log.jsonl").open("a") as log:
+        for step in (5, 6):
+            log.write(json.dumps({"step": step, "loss": 9.0, "lr": 0.0}) + "\n")
+        log.write('{"step": 7, "lo')
     second = train(tiny_config(tmp_path / "resumed", resume="true"))
     assert (second.start_step, second.step) == (4, 8)
     a, b = straight.checkpoint, second.checkpoint

@@ -26,11 +26,12 @@ def test_overrides_are_parsed_to_the_declared_types():
         "--config_file", str(CONFIGS / "ms1mv3_r50.py"), "--lr", "0.2", "--batch_size", "64",
         "--fp16=False", "--margin", "(1.0, 0.0, 0.4)", "--decay_boundaries", "8,14",
         "--val_targets", "lfw,agedb_30", "--max_steps", "100", "--checkpoint_dir", "none",
-        "--output", "runs/x"])
+        "--output", "runs/x", "--margin_fallback", "linear"])
     assert config.lr == 0.2 and isinstance(config.lr, float)
     assert config.batch_size == 64 and isinstance(config.batch_size, int)
     assert config.fp16 is False
-    assert config.margin == (1.0, 0.0, 0.4)
+    assert config.margin == (1.0, 0.0, 0.4) and config.margin_fallback == "linear"
+    assert load_config(None).margin_fallback == "psi"
     assert config.decay_boundaries == (8.0, 14.0)
     assert config.val_targets == ("lfw", "agedb_30")
     assert config.max_steps == 100 and config.checkpoint_dir is None
@@ -120,6 +121,13 @@ def test_command_line_prints_errors_without_traceback(capsys):
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "sample_ratio" in err and "Traceback" not in err
+    for bad in (["--margin_fallback", "easy"],
+                ["--margin", "1.35,0,0", "--margin_fallback", "linear"]):
+        with pytest.raises(SystemExit) as exit_info:
+            run_main(main, ["--config_file", str(CONFIGS / "tiny_cpu.py"), *bad])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: margin_fallback") and "Traceback" not in err
     with pytest.raises(SystemExit) as exit_info:
         run_main(main, ["--is_static", "True"])
     assert exit_info.value.code == 1

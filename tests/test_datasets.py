@@ -20,8 +20,10 @@ from arcface_paddle.data.datasets import (
 from arcface_paddle.data.label_file import write_label_file
 from arcface_paddle.data.packed import PackedReader, PackedWriter
 from arcface_paddle.data.recordio import IRHeader, RecFaceReader, RecordWriter, pack
-from arcface_paddle.data.transforms import hflip_chw, normalize_chw
+from arcface_paddle.data.transforms import decode_rgb, hflip_chw, normalize_chw
 from arcface_paddle.errors import ArcFaceError
+from insightface_paddle.media import decode_image
+from insightface_paddle.recognition import FACE_NORMALIZATION
 
 
 def png(rgb: np.ndarray) -> bytes:
@@ -91,11 +93,28 @@ def test_missing_data_and_bad_images_are_user_errors(tmp_path, faces):
         FaceDataset(open_reader(str(small)))[(0, 0)]
     broken = tmp_path / "broken"
     make_folder(broken, [(b"not an image", 0)])
-    with pytest.raises(ArcFaceError, match="not a decodable image"):
+    with pytest.raises(ArcFaceError, match=r"image 0: not an image \(cannot decode\)$"):
         FaceDataset(open_reader(str(broken)))[(0, 0)]
     (broken / "images" / "000.png").unlink()
     with pytest.raises(ArcFaceError, match=r"000\.png"):
         FaceDataset(open_reader(str(broken)))[(0, 0)]
+
+
+def test_preprocessing_is_the_runtimes(faces):
+    """Training decodes and normalises faces exactly as the runtime will feed them."""
+    data = faces[0][0]
+    rgb = decode_image(data, "face")
+    np.testing.assert_array_equal(decode_rgb(data), rgb)
+    np.testing.assert_array_equal(decode_rgb(np.frombuffer(data, np.uint8)), rgb)  # .bin arrays
+    chw = normalize_chw(rgb)
+    assert chw.dtype == np.float32 and chw.shape == (3, *rgb.shape[:2])
+    assert chw.flags.c_contiguous
+    np.testing.assert_array_equal(chw, FACE_NORMALIZATION.apply(rgb.astype(np.float32))
+                                  .transpose(2, 0, 1))
+    np.testing.assert_array_equal(chw, (rgb.astype(np.float32).transpose(2, 0, 1) - 127.5)
+                                  / np.float32(127.5))
+    with pytest.raises(ArcFaceError, match=r"^record 7: not an image \(cannot decode\)$"):
+        decode_rgb(b"\x00" * 16, "record 7")
 
 
 def test_synthetic_identities_are_reproducible_and_distinct():

@@ -20,20 +20,30 @@ MARGINS = [*PRESETS.values(), (1.2, 0.3, 0.1)]
 SCALE = 30.0
 
 
-def reference_target(cosine: float, m1: float, m2: float, m3: float) -> float:
-    """The documented target, written case by case: cos(t) up to pi, SphereFace's psi beyond."""
-    t = m1 * np.arccos(cosine) + m2
+LINEAR_MARGINS = [m for m in MARGINS if m[0] == 1.0]  # the linear fallback needs m1 = 1
+CASES = [*((m, "psi") for m in MARGINS), *((m, "linear") for m in LINEAR_MARGINS)]
+
+
+def reference_target(cosine: float, m1: float, m2: float, m3: float,
+                     fallback: str = "psi") -> float:
+    """The documented target, written case by case: cos(t) up to pi; beyond, SphereFace's psi
+    or insightface's linear rule cos(theta) - m2 * sin(m2) (from theta = pi - m2 on)."""
+    theta = np.arccos(cosine)
+    t = m1 * theta + m2
     assert t < 2 * np.pi, "the reference covers one fold past pi, enough for these margins"
-    body = np.cos(t) if t <= np.pi else -np.cos(t) - 2.0
+    if fallback == "linear":
+        body = np.cos(t) if theta < np.pi - m2 else cosine - m2 * np.sin(m2)
+    else:
+        body = np.cos(t) if t <= np.pi else -np.cos(t) - 2.0
     return body - m3
 
 
 def reference_logits(cosine: np.ndarray, labels: np.ndarray, margin: tuple[float, float, float],
-                     scale: float) -> np.ndarray:
+                     scale: float, fallback: str = "psi") -> np.ndarray:
     logits = np.array(cosine, dtype=np.float64)
     for row, column in enumerate(labels):
         if column >= 0:
-            logits[row, column] = reference_target(cosine[row, column], *margin)
+            logits[row, column] = reference_target(cosine[row, column], *margin, fallback)
     return scale * logits
 
 
@@ -57,16 +67,23 @@ def run_margin(layer: CombinedMargin, cosine: np.ndarray, labels: np.ndarray,
     return logits.numpy(), x.grad.numpy()
 
 
-@pytest.mark.parametrize("margin", MARGINS)
-def test_values_and_gradients_match_float64_reference(margin):
+@pytest.mark.parametrize(("margin", "fallback"), CASES)
+def test_values_and_gradients_match_float64_reference(margin, fallback):
     rng = np.random.default_rng(7)
     cosine, labels = sample_batch(rng)
     weights = rng.normal(size=cosine.shape)
-    logits, grad = run_margin(CombinedMargin(*margin, scale=SCALE), cosine, labels, weights)
+    layer = CombinedMargin(*margin, scale=SCALE, fallback=fallback)
+    logits, grad = run_margin(layer, cosine, labels, weights)
 
     assert logits.dtype == np.float64
-    np.testing.assert_allclose(logits, reference_logits(cosine, labels, margin, SCALE),
+    np.testing.assert_allclose(logits, reference_logits(cosine, labels, margin, SCALE, fallback),
                                rtol=1e-12, atol=1e-10)
+    if fallback == "linear" and margin[1] > 0:
+        # positives on both sides of the switch at theta = pi - m2, none close to the jump
+        positives = cosine[labels >= 0, labels[labels >= 0]]
+        switch = np.cos(np.pi - margin[1])
+        assert np.any(positives < switch) and np.any(positives > switch)
+        assert np.min(np.abs(positives - switch)) > 1e-3
 
     # central finite differences of the numpy reference, one cosine at a time
     step = 1e-6
@@ -75,8 +92,8 @@ def test_values_and_gradients_match_float64_reference(margin):
         plus, minus = cosine.copy(), cosine.copy()
         plus[index] += step
         minus[index] -= step
-        delta = (reference_logits(plus, labels, margin, SCALE)
-                 - reference_logits(minus, labels, margin, SCALE))
+        delta = (reference_logits(plus, labels, margin, SCALE, fallback)
+                 - reference_logits(minus, labels, margin, SCALE, fallback))
         numeric[index] = np.sum(weights * delta) / (2 * step)
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5)
 
@@ -120,6 +137,34 @@ def test_target_is_continuous_and_decreasing_in_theta(margin):
     assert np.max(-steps) < 1e-3  # no jump anywhere, including where m1*theta + m2 passes pi
 
 
+@pytest.mark.parametrize("margin", [m for m in LINEAR_MARGINS if m[1] > 0])
+def test_linear_fallback_decreases_with_one_documented_jump_at_pi_minus_m2(margin):
+    m2 = margin[1]
+    theta = np.linspace(1e-3, np.pi - 1e-3, 20001)
+    layer = CombinedMargin(*margin, scale=1.0, fallback="linear")
+    target = layer.target_cosine(paddle.to_tensor(np.cos(theta))).numpy()
+    steps = np.diff(target)
+    assert np.all(steps < 0)
+    jumps = np.flatnonzero(-steps > 1e-3)
+    assert len(jumps) == 1
+    assert theta[jumps[0]] < np.pi - m2 <= theta[jumps[0] + 1]
+    np.testing.assert_allclose(-steps[jumps[0]], np.cos(m2) + m2 * np.sin(m2) - 1.0, atol=1e-3)
+    # the rules agree up to the switch; after it the linear rule lies below psi
+    psi = CombinedMargin(*margin, scale=1.0).target_cosine(
+        paddle.to_tensor(np.cos(theta))).numpy()
+    before = theta < np.pi - m2 - 1e-6
+    np.testing.assert_allclose(target[before], psi[before], rtol=1e-12, atol=1e-12)
+    assert np.all(target[~before] < psi[~before])
+
+
+def test_linear_fallback_needs_m1_of_one_and_fallbacks_are_named():
+    with pytest.raises(ArcFaceError, match="m1 = 1"):
+        CombinedMargin(1.35, 0.0, 0.0, fallback="linear")
+    with pytest.raises(ArcFaceError, match="psi, linear"):
+        CombinedMargin(fallback="easy")
+    assert CombinedMargin().fallback == "psi"
+
+
 def test_float32_matches_float64():
     rng = np.random.default_rng(5)
     cosine, labels = sample_batch(rng)
@@ -136,11 +181,12 @@ def test_to_static_matches_dynamic_values_and_gradients():
     cosine, labels = sample_batch(rng)
     cosine = cosine.astype(np.float32)
     weights = rng.normal(size=cosine.shape).astype(np.float32)
-    layer = SphereFace(scale=SCALE)
-    dynamic = run_margin(layer, cosine, labels, weights)
-    static = run_margin(paddle.jit.to_static(layer, full_graph=True), cosine, labels, weights)
-    for a, b in zip(dynamic, static):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
+    for layer in (SphereFace(scale=SCALE), CombinedMargin(scale=SCALE, fallback="linear")):
+        dynamic = run_margin(layer, cosine, labels, weights)
+        static = run_margin(paddle.jit.to_static(layer, full_graph=True), cosine, labels,
+                            weights)
+        for a, b in zip(dynamic, static):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
 
 
 def test_presets_and_names():

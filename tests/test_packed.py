@@ -120,6 +120,30 @@ def test_truncated_shard_and_bad_meta_are_refused(tmp_path):
         PackedReader(packed)
 
 
+@pytest.mark.parametrize("bad_name, why", [
+    ("../escaped.jpg", r"path leaves the dataset folder"),
+    ("{outside}/escaped.jpg", r"path is absolute"),
+])
+def test_names_escaping_the_target_folder_are_refused(tmp_path, bad_name, why):
+    """names.txt is data from elsewhere: unpacking must never write outside the target."""
+    image_folder(tmp_path / "images", count=4)
+    packed = tmp_path / "packed"
+    images_to_packed(tmp_path / "images", packed, progress=False)
+    outside = tmp_path / "outside"
+    bad_name = bad_name.format(outside=outside)
+    lines = (packed / "names.txt").read_text().splitlines()
+    lines[2] = bad_name  # keeps the count: only the check can stop it
+    (packed / "names.txt").write_text("\n".join(lines) + "\n")
+    message = rf"names\.txt: line 3: {why}.*: {re.escape(repr(bad_name))}$"
+    with pytest.raises(ArcFaceError, match=message):
+        PackedReader(packed)
+    with pytest.raises(ArcFaceError, match=message):
+        packed_to_images(packed, tmp_path / "back" / "nested", progress=False)
+    assert not (tmp_path / "back" / "escaped.jpg").exists()
+    assert not (outside / "escaped.jpg").exists()
+    assert not (tmp_path / "back" / "nested" / "label.txt").exists()
+
+
 def test_failed_packing_leaves_nothing(tmp_path):
     entries = image_folder(tmp_path / "images", count=8)
     (tmp_path / "images" / entries[6][0]).write_bytes(b"this is not an image")

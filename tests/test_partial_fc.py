@@ -113,6 +113,29 @@ def test_full_shard_loss_and_gradients_match_a_float64_reference(margin):
                                atol=2e-5 * np.abs(centres64.grad.numpy()).max())
 
 
+def test_margin_fallback_reaches_the_margin_of_the_head():
+    """Samples pointing away from their centre (theta > pi - m2) see the chosen fallback."""
+    num_classes, dim = 9, 6
+    rng = np.random.default_rng(5)
+    centres = init_centres(0, num_classes, dim, 2).astype(np.float64)
+    labels = rng.integers(0, num_classes, 5)
+    features = -centres[labels] + 0.001 * rng.normal(size=(5, dim))
+    losses = {}
+    for fallback in ("psi", "linear"):
+        head = PartialFC(num_classes, dim, 1.0, scale=64.0, margin_fallback=fallback, seed=2)
+        assert head.margin.fallback == fallback
+        losses[fallback] = head(paddle.to_tensor(features.astype(np.float32)),
+                                paddle.to_tensor(labels)).item()
+        expected = reference_loss(paddle.to_tensor(features), paddle.to_tensor(centres),
+                                  paddle.to_tensor(labels),
+                                  CombinedMargin(scale=64.0, fallback=fallback)).item()
+        assert abs(losses[fallback] - expected) <= 1e-5 * expected
+    # the linear rule lies below psi past the switch: a lower target logit, a larger loss
+    assert losses["linear"] > losses["psi"] + 1.0
+    with pytest.raises(ArcFaceError, match="margin_fallback"):
+        PartialFC(num_classes, dim, margin=(1.35, 0.0, 0.0), margin_fallback="linear")
+
+
 def test_loss_is_exact_where_paddle_cross_entropy_clips():
     """Paddle's CPU softmax clips log-probabilities at -64; the sharded loss must not."""
     num_classes, dim = 9, 6
@@ -171,11 +194,29 @@ def test_sampled_update_touches_only_sampled_rows():
         np.testing.assert_array_equal(head.weight.numpy()[others], weight[others])
         np.testing.assert_array_equal(head.velocity.numpy()[others], velocity[others])
         expected_v = momentum * velocity[rows] + grad + decay * weight[rows]
-        np.testing.assert_allclose(head.velocity.numpy()[rows], expected_v, rtol=1e-6,
-                                   atol=1e-7)
-        np.testing.assert_allclose(head.weight.numpy()[rows], weight[rows] - lr * expected_v,
-                                   rtol=1e-6, atol=1e-7)
+        # float32 arithmetic in the same order as paddle.optimizer.Momentum: bit for bit
+        np.testing.assert_array_equal(head.velocity.numpy()[rows], expected_v)
+        np.testing.assert_array_equal(head.weight.numpy()[rows], weight[rows] - lr * expected_v)
         assert head.gradients() == [] and head.sampled_index is None
+
+
+def test_sampled_update_writes_rows_in_place_without_copying_the_shard():
+    """The step must cost O(sampled rows): no [C_local, D] temporary for centres or momentum.
+    Paddle's host allocator counts every CPU allocation, so a full copy shows in its peak."""
+    num_classes, dim = 100_000, 16
+    shard_bytes = num_classes * dim * 4
+    head = PartialFC(num_classes, dim, 0.001, seed=3)
+    rng = np.random.default_rng(4)
+    features = paddle.to_tensor(rng.normal(size=(8, dim)).astype(np.float32))
+    head(features, paddle.to_tensor(rng.integers(0, num_classes, 8))).backward()
+    weight_ptr, velocity_ptr = head.weight.data_ptr(), head.velocity.data_ptr()
+    core = paddle.base.core
+    core.host_memory_stat_reset_peak_value("Allocated", 0)
+    before = core.host_memory_stat_current_value("Allocated", 0)
+    head.apply_update(0.1)
+    extra = core.host_memory_stat_peak_value("Allocated", 0) - before
+    assert extra < shard_bytes // 10, f"update allocated {extra} bytes; the shard is {shard_bytes}"
+    assert (head.weight.data_ptr(), head.velocity.data_ptr()) == (weight_ptr, velocity_ptr)
 
 
 def test_full_shard_update_equals_paddle_momentum():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from arcface_paddle.data.datasets import synthetic_verification_pairs
 from arcface_paddle.data.verification_bin import load_verification_bin, save_verification_bin
 from arcface_paddle.evaluation.bin_eval import evaluate_verification_set, paddle_layer_embed_fn
 from arcface_paddle.heads.partial_fc import PartialFC
+from arcface_paddle.logging import LOG_FILE, TrainLogger
 from arcface_paddle.train import build_run_schedule, main
 from dist_scripts import tiny_backbones
 from dist_scripts.launching import clean_env, launch_command, worker_logs
@@ -39,6 +41,56 @@ TINY = REPO / "configs" / "tiny_cpu.py"
 
 def read_log(output: Path) -> list[dict]:
     return [json.loads(line) for line in (output / "train_log.jsonl").open()]
+
+
+def test_a_restarted_log_holds_each_step_once(tmp_path, capsys):
+    """Records past the step a run starts from are dropped (a crash left them; the run logs
+    those steps again), atomically, and a line torn by the crash goes too."""
+    path = tmp_path / LOG_FILE
+    records = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5},
+               {"step": 2, "validation": {"lfw": 0.9}}, {"step": 3, "loss": 2.0},
+               {"step": 4, "validation": {"lfw": 0.95}}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 5, "lo')
+    logger = TrainLogger(tmp_path, total_steps=6, global_batch=8, visualdl=False, start_step=2)
+    assert "dropped 3 record(s) after step 2" in capsys.readouterr().out
+    logger.step(3, 1.5, 0.1, 1.0, False)
+    logger.close()
+    assert read_log(tmp_path) == [*records[:3], {"step": 3, "loss": 1.5, "lr": 0.1,
+                                                 "loss_scale": 1.0, "skipped": False}]
+    assert [p.name for p in tmp_path.iterdir()] == [LOG_FILE]  # no temporary left behind
+    # a fresh start (step 0) in the same folder starts a fresh log; other ranks touch nothing
+    TrainLogger(tmp_path, 6, 8, visualdl=False, enabled=False).close()
+    assert len(read_log(tmp_path)) == 4
+    TrainLogger(tmp_path, 6, 8, visualdl=False).close()
+    assert read_log(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_the_readme_cpu_command_trains_and_checkpoints(tmp_path):
+    """`DEVICE=cpu NPROC=2 sh scripts/train_dynamic.sh ...` itself, from another folder, with
+    tiny settings as extra arguments: the documented command must keep working."""
+    output, log_dir = tmp_path / "run", tmp_path / "launch_log"
+    env = clean_env()
+    env.pop("PYTHONPATH")  # the script and tools/train.py must find the package themselves
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    env.update(DEVICE="cpu", NPROC="2", LOG_DIR=str(log_dir),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    args = ["--max_steps", "2", "--embedding_size", "32", "--batch_size", "2",
+            "--num_classes", "8", "--synthetic_images_per_class", "2", "--log_interval_step",
+            "1", "--output", str(output)]
+    result = subprocess.run(["sh", str(REPO / "scripts" / "train_dynamic.sh"), *args],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, (f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}\n"
+                                    f"{worker_logs(log_dir)}")
+    log = read_log(output)
+    assert [r["step"] for r in log] == [1, 2]
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in log)
+    meta = read_meta(output / "checkpoints" / "step_00000002")
+    assert (meta["step"], meta["world_size"], meta["global_batch"]) == (2, 2, 4)
+    rank0 = (log_dir / "workerlog.0").read_text()
+    assert "| backbone" in rank0 and "MobileFaceNet" in rank0  # configs/tiny_cpu.py was used
+    assert re.search(r"step 2/2  loss \d", rank0), rank0[-2000:]
 
 
 @pytest.mark.slow
@@ -128,8 +180,10 @@ def test_two_rank_run_killed_after_a_checkpoint_resumes_on_one_rank(tmp_path):
     schedule = build_run_schedule(config, global_batch=32, steps_per_epoch=64 * 16 // 32)
     assert (f"resumed from {saved} (saved by 2 ranks) at step {saved_step} on 1 ranks; "
             f"lr {schedule(saved_step):.8g}") in resumed.stdout
-    continued = [r for r in read_log(output) if "loss" in r][-3:]
-    assert [r["step"] for r in continued] == [saved_step + 1, saved_step + 2, saved_step + 3]
+    steps = [r for r in read_log(output) if "loss" in r]
+    # each step once: what the killed run logged after its checkpoint was dropped on resume
+    assert [r["step"] for r in steps] == list(range(1, saved_step + 4))
+    continued = steps[-3:]
     for record in continued:
         assert record["lr"] == schedule(record["step"] - 1)
         if record["step"] in logged_by_two:  # the killed run got there too: same lr

@@ -51,3 +51,14 @@ def test_pair_cosine_interleaved():
     np.testing.assert_allclose(pair_cosine(emb), [1.0, 0.0], atol=1e-12)
     with pytest.raises(ValueError):
         pair_cosine(emb[:3])
+
+
+def test_pair_cosine_is_computed_in_float64_for_float32_embeddings():
+    """Thresholds sit 0.01 apart in squared distance: float32 rounding must not move a pair."""
+    emb = np.random.default_rng(2).normal(size=(40, 128)).astype(np.float32)
+    cosine = pair_cosine(emb)
+    assert cosine.dtype == np.float64
+    wide = emb.astype(np.float64)
+    unit = wide / np.linalg.norm(wide, axis=1, keepdims=True)
+    np.testing.assert_allclose(cosine, np.sum(unit[0::2] * unit[1::2], axis=1), rtol=0,
+                               atol=1e-15)

@@ -129,6 +129,15 @@ class PackedWriter:
             handle.write("\n")
 
 
+#: every name `check_relative_path` refuses holds one of these (or starts a line with / \\)
+_UNSAFE_MARKS = (b"..", b":", b"\t", b"\r", b"\n/", b"\n\\", b"\n\n")
+
+
+def _may_hold_unsafe_name(data: bytes) -> bool:
+    """names.txt bytes -> False when no line can be empty, absolute or leave the folder."""
+    return data[:1] in (b"/", b"\\", b"\n") or any(mark in data for mark in _UNSAFE_MARKS)
+
+
 class PackedReader:
     """`reader[i] -> (encoded image bytes, class index)` over a packed folder.
 
@@ -179,6 +188,37 @@ class PackedReader:
             if actual < size:
                 raise ArcFaceError(f"{path}: {actual} bytes but the index needs {size}; "
                                    "the shard is truncated")
+        self._read_names(keep=False)
+
+    def _read_names(self, keep: bool) -> list[str]:
+        """names.txt -> its N names, each checked to stay inside the folder it is unpacked
+        into (the file is data from elsewhere: '../x.jpg' or '/abs/x.jpg' must not escape).
+
+        Runs when the reader opens, so a training run reads the file once: one pass of byte
+        searches, and the per-line check only when some line could be unsafe."""
+        path = self.bin_dir / NAMES_FILE
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ArcFaceError(f"{path}: cannot read ({exc.strerror})") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ArcFaceError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        if text and not text.endswith("\n"):
+            raise ArcFaceError(f"{path}: ends in the middle of a line; truncated?")
+        count = text.count("\n")  # the writer ends every name with a line feed
+        if count != len(self):
+            raise ArcFaceError(f"{path}: {count} names for {len(self)} images")
+        unsafe = _may_hold_unsafe_name(data)
+        if not (keep or unsafe):
+            return []
+        names = text.split("\n")[:-1]
+        for number, name in enumerate(names if unsafe else [], start=1):
+            why = check_relative_path(name)
+            if why is not None:
+                raise ArcFaceError(f"{path}: line {number}: {why}: {name!r}")
+        return names
 
     @property
     def index(self) -> np.ndarray:
@@ -219,14 +259,7 @@ class PackedReader:
     def name(self, i: int) -> str:
         """The relative path image i had when it was packed."""
         if self._names is None:
-            path = self.bin_dir / NAMES_FILE
-            try:
-                names = path.read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
-                raise ArcFaceError(f"{path}: cannot read ({exc.strerror})") from None
-            if len(names) != len(self):
-                raise ArcFaceError(f"{path}: {len(names)} names for {len(self)} images")
-            self._names = names
+            self._names = self._read_names(keep=True)
         return self._names[i]
 
     def _fd(self, shard: int) -> int:

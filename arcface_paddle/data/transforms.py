@@ -1,36 +1,42 @@
-"""Face image preprocessing shared by training, evaluation and export metadata.
+"""Face image preprocessing for training and evaluation.
 
-One definition: RGB, (pixel - 127.5) / 127.5, CHW. The exported model's metadata records these
-constants so the runtime preprocesses exactly as training did.
+The definitions live in the runtime (`insightface_paddle`), so a trained model is fed exactly
+as the runtime will feed it: decoding is `insightface_paddle.media.decode_image` and the
+normalisation (RGB, (pixel - 127.5) / 127.5) is `insightface_paddle.recognition.
+FACE_NORMALIZATION`. This module adds the CHW layout, the flip and the training error type.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+
+from insightface_paddle.errors import InsightFaceError
+from insightface_paddle.media import decode_image
+from insightface_paddle.recognition import FACE_NORMALIZATION
 
 from ..errors import ArcFaceError
 
-#: per-channel mean and std in RGB order on the 0..255 scale: (v/255 - 0.5) / 0.5
-MEAN = (127.5, 127.5, 127.5)
-STD = (127.5, 127.5, 127.5)
-CHANNEL_ORDER = "RGB"
+#: per-channel mean and std on the 0..255 scale, and the channel order (the runtime's values)
+MEAN = FACE_NORMALIZATION.mean
+STD = FACE_NORMALIZATION.std
+CHANNEL_ORDER = FACE_NORMALIZATION.channel_order
 
 
 def decode_rgb(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarray:
-    """Encoded image bytes -> uint8 RGB [H, W, 3]; `source` names the file/record in errors."""
-    buffer = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-    if image is None:
-        raise ArcFaceError(f"{source}: not a decodable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """Encoded image bytes (or a uint8 array of them) -> uint8 RGB [H, W, 3]; `source` names
+    the file/record in errors."""
+    if isinstance(data, np.ndarray):  # verification .bin files may hold uint8 arrays
+        data = np.ascontiguousarray(data, dtype=np.uint8).tobytes()
+    try:
+        return decode_image(bytes(data), source)
+    except InsightFaceError as exc:
+        raise ArcFaceError(str(exc)) from None
 
 
 def normalize_chw(rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB [H, W, 3] -> float32 [3, H, W] with the training mean/std."""
-    mean = np.asarray(MEAN, dtype=np.float32)
-    std = np.asarray(STD, dtype=np.float32)
-    return ((rgb.astype(np.float32) - mean) / std).transpose(2, 0, 1).copy()
+    """uint8 RGB [H, W, 3] -> float32 [3, H, W] with the face normalisation."""
+    normalized = FACE_NORMALIZATION.apply(rgb.astype(np.float32))
+    return np.ascontiguousarray(normalized.transpose(2, 0, 1))
 
 
 def hflip_chw(batch: np.ndarray) -> np.ndarray:

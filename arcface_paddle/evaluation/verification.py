@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from insightface_paddle.recognition import l2_normalize
+
 THRESHOLDS = np.arange(0.0, 4.0, 0.01)
 
 
@@ -31,15 +33,10 @@ class VerificationResult:
         }
 
 
-def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
-
-
 def pair_cosine(embeddings: np.ndarray) -> np.ndarray:
-    """embeddings [2N, D] laid out as (a0, b0, a1, b1, ...) -> cosine of each pair [N]."""
-    emb = l2_normalize(embeddings)
+    """embeddings [2N, D] laid out as (a0, b0, a1, b1, ...) -> cosine of each pair [N],
+    computed in float64 whatever the embeddings' dtype."""
+    emb = l2_normalize(np.asarray(embeddings, dtype=np.float64))
     if emb.shape[0] % 2:
         raise ValueError(f"need an even number of embeddings, got {emb.shape[0]}")
     return np.sum(emb[0::2] * emb[1::2], axis=1)

@@ -122,9 +122,9 @@ class PartialFC(nn.Layer):
 
     def __init__(self, num_classes: int, embedding_size: int, sample_ratio: float = 1.0,
                  margin: tuple[float, float, float] = (1.0, 0.5, 0.0), scale: float = 64.0,
-                 straight_through: bool = False, momentum: float = 0.9,
-                 weight_decay: float = 5e-4, seed: int = 0, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 straight_through: bool = False, margin_fallback: str = "psi",
+                 momentum: float = 0.9, weight_decay: float = 5e-4, seed: int = 0,
+                 rank: int | None = None, world_size: int | None = None) -> None:
         super().__init__()
         if not 0.0 < sample_ratio <= 1.0:
             raise ArcFaceError(f"sample_ratio must be in (0, 1], got {sample_ratio}")
@@ -138,7 +138,8 @@ class PartialFC(nn.Layer):
         self.class_start, self.class_stop = shard_range(num_classes, self.world_size, self.rank)
         self.num_local = self.class_stop - self.class_start
         self.num_sample = sampled_rows(self.sample_ratio, self.num_local, 0)
-        self.margin = CombinedMargin(*margin, scale=scale, straight_through=straight_through)
+        self.margin = CombinedMargin(*margin, scale=scale, straight_through=straight_through,
+                                     fallback=margin_fallback)
         centres = init_centres(self.class_start, self.class_stop, embedding_size, seed)
         self.register_buffer("weight", paddle.to_tensor(centres))  # [C_local, D] fp32
         self.register_buffer("velocity", paddle.zeros_like(self.weight))  # momentum of weight
@@ -201,7 +202,10 @@ class PartialFC(nn.Layer):
     @paddle.no_grad()
     def apply_update(self, lr: float) -> None:
         """Momentum SGD with weight decay on the sampled rows, as paddle.optimizer.Momentum:
-        v = momentum * v + (g + weight_decay * w); w = w - lr * v. Other rows stay untouched."""
+        v = momentum * v + (g + weight_decay * w); w = w - lr * v. Other rows stay untouched.
+
+        Sampled rows are written in place (`scatter_`), so a step costs O(K * D) whatever the
+        shard size: no [C_local, D] copy of the centres or their momentum is made."""
         grads = self.gradients()
         if grads:
             grad = grads[0]
@@ -214,8 +218,8 @@ class PartialFC(nn.Layer):
                 centres = self.sampled_weight
                 velocity = (self.momentum * paddle.gather(self.velocity, rows) + grad
                             + self.weight_decay * centres)
-                self.velocity.set_value(paddle.scatter(self.velocity, rows, velocity))
-                self.weight.set_value(paddle.scatter(self.weight, rows, centres - lr * velocity))
+                self.velocity.scatter_(rows, velocity)
+                self.weight.scatter_(rows, centres - lr * velocity)
         self.clear_gradients()
 
     def clear_gradients(self) -> None:
