@@ -31,6 +31,7 @@ from insightface_paddle.fileio import atomic_open
 from . import distributed
 from .amp import DynamicLossScaler
 from .errors import ArcFaceError
+from .formats import read_format_meta
 from .heads.partial_fc import PartialFC, shard_range
 from .weights import assign_weights, read_weights, save_weights
 
@@ -232,19 +233,8 @@ def save_checkpoint(root: str | os.PathLike[str], step: int, backbone: paddle.nn
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    meta_path = Path(path) / META_FILE
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArcFaceError(f"{meta_path}: missing; not a (complete) checkpoint") from None
-    except (OSError, ValueError) as exc:
-        raise ArcFaceError(f"{meta_path}: unreadable ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise ArcFaceError(f"{meta_path}: not an {FORMAT_NAME} file")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ArcFaceError(f"{meta_path}: format_version {meta.get('format_version')!r}; this "
-                           f"version reads {FORMAT_VERSION}")
-    return meta
+    return read_format_meta(Path(path) / META_FILE, FORMAT_NAME, FORMAT_VERSION,
+                            "not a (complete) checkpoint")
 
 
 def load_partial_fc_rows(path: str | os.PathLike[str], meta: dict[str, Any], class_start: int,

@@ -39,6 +39,17 @@ def image_extension(data: bytes, source: str) -> str:
                        "expected JPEG, PNG, BMP, GIF, TIFF or WebP)")
 
 
+def read_listed_image(path: Path, listed_in: Path) -> bytes:
+    """The encoded bytes of an image a list file names; errors name both files."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ArcFaceError(f"{path}: cannot read ({exc.strerror}); named in {listed_in}"
+                           ) from None
+    image_extension(data, str(path))
+    return data
+
+
 def copy_verification_sets(source_dir: str | os.PathLike[str], target_dir: str | os.PathLike[str],
                            exclude: Collection[str] = ()) -> list[str]:
     """Copy the verification sets (`*.bin` but the names in `exclude`) of a dataset folder, so

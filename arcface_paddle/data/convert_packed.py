@@ -11,7 +11,7 @@ from tqdm import tqdm
 from insightface_paddle.fileio import write_bytes_atomic
 
 from ..errors import ArcFaceError
-from .convert_common import copy_verification_sets, image_extension
+from .convert_common import copy_verification_sets, read_listed_image
 from .label_file import read_label_file, write_label_file
 from .packed import DEFAULT_MAX_SHARD_BYTES, LENGTH, PackedReader, PackedWriter
 
@@ -49,14 +49,7 @@ def images_to_packed(image_dir: str | os.PathLike[str], bin_dir: str | os.PathLi
     with PackedWriter(bin_dir, max_shard_bytes) as writer:
         for relative, label in tqdm(entries, unit="img", desc="images -> packed",
                                     disable=not progress):
-            path = image_dir / relative
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise ArcFaceError(f"{path}: cannot read ({exc.strerror}); listed in "
-                                   f"{label_path}") from None
-            image_extension(data, str(path))
-            writer.add(data, label, relative)
+            writer.add(read_listed_image(image_dir / relative, label_path), label, relative)
     reader = PackedReader(bin_dir)
     shards = reader.meta["shards"]  # a set named like a shard is not copied over it
     return _summary(reader, copy_verification_sets(image_dir, bin_dir, exclude=shards))

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from insightface_paddle.fileio import atomic_open, write_bytes_atomic
 
 from ..errors import ArcFaceError
-from .convert_common import image_extension
+from .convert_common import image_extension, read_listed_image
 from .label_file import check_relative_path
 from .verification_bin import load_verification_bin, save_verification_bin
 
@@ -95,14 +95,7 @@ def folder_to_verification_bin(folder: str | os.PathLike[str],
     images, issame = [], []
     for a, b, same in tqdm(pairs, unit="pair", desc="images -> bin", disable=not progress):
         for relative in (a, b):
-            path = folder / relative
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise ArcFaceError(f"{path}: cannot read ({exc.strerror}); named in "
-                                   f"{folder / PAIRS_FILE}") from None
-            image_extension(data, str(path))
-            images.append(data)
+            images.append(read_listed_image(folder / relative, folder / PAIRS_FILE))
         issame.append(same)
     save_verification_bin(bin_path, images, issame)
     return _summary(issame)

@@ -25,6 +25,7 @@ import numpy as np
 from insightface_paddle.fileio import atomic_open, atomic_path
 
 from ..errors import ArcFaceError
+from ..formats import read_format_meta
 from .label_file import check_relative_path
 
 FORMAT_NAME = "arcface_paddle.packed"
@@ -147,19 +148,8 @@ class PackedReader:
 
     def __init__(self, bin_dir: str | os.PathLike[str]) -> None:
         self.bin_dir = Path(bin_dir)
-        meta_path = self.bin_dir / META_FILE
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ArcFaceError(f"{meta_path}: missing; not a packed image folder (or its "
-                               "conversion did not finish)") from None
-        except (OSError, ValueError) as exc:
-            raise ArcFaceError(f"{meta_path}: unreadable ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-            raise ArcFaceError(f"{meta_path}: not a {FORMAT_NAME} meta file")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ArcFaceError(f"{meta_path}: format_version {meta.get('format_version')!r}; "
-                               f"this reader understands {FORMAT_VERSION}")
+        meta = read_format_meta(self.bin_dir / META_FILE, FORMAT_NAME, FORMAT_VERSION,
+                                "not a packed image folder (or its conversion did not finish)")
         self.meta = meta
         self.num_classes = int(meta["num_classes"])
         self._shard_paths = [self.bin_dir / name for name in meta["shards"]]
