@@ -24,14 +24,15 @@ from test_partial_fc import numpy_loss, reference_loss
 
 DIST = Path(__file__).resolve().parent / "dist_scripts"
 
-WORLD_SIZE = 3
 
-
-@pytest.fixture(scope="module")
-def launched(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("partial_fc_ranks")
-    run_launched(WORLD_SIZE, out / "log", DIST / "partial_fc_ranks.py", str(out))
-    return out
+@pytest.fixture(scope="module", params=[2, 3], ids=lambda w: f"{w}ranks")
+def launched(request, tmp_path_factory) -> tuple[Path, int]:
+    """Two ranks (the issue's setting; 37 classes do not divide) and three (2 classes: one rank
+    owns none), each launched once for all the checks."""
+    world_size = request.param
+    out = tmp_path_factory.mktemp(f"partial_fc_{world_size}ranks")
+    run_launched(world_size, out / "log", DIST / "partial_fc_ranks.py", str(out))
+    return out, world_size
 
 
 def full_fc_reference(num_classes: int) -> tuple[list[float], dict[str, np.ndarray], np.ndarray]:
@@ -68,15 +69,15 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("num_classes", ranks_script.EQUIVALENCE_CLASSES)
 def test_ranks_match_one_process_with_a_full_fc(launched, num_classes):
-    saved = [np.load(launched / f"equivalence_c{num_classes}_rank{r}.npz")
-             for r in range(WORLD_SIZE)]
+    out, world_size = launched
+    saved = [np.load(out / f"equivalence_c{num_classes}_rank{r}.npz") for r in range(world_size)]
     losses, backbone, centres = full_fc_reference(num_classes)
     for rank, arrays in enumerate(saved):
-        assert list(arrays["class_range"]) == list(shard_range(num_classes, WORLD_SIZE, rank))
+        assert list(arrays["class_range"]) == list(shard_range(num_classes, world_size, rank))
         assert_close(arrays["losses"], np.asarray(losses), f"losses on rank {rank}")
         for name, value in backbone.items():
             assert_close(arrays[f"backbone/{name}"], value, f"{name} on rank {rank}")
-    if num_classes < WORLD_SIZE:
+    if num_classes < world_size:
         assert saved[-1]["weight"].shape == (0, ranks_script.EMBEDDING)
     assert_close(np.concatenate([a["weight"] for a in saved]), centres, "class centres")
     assert np.abs(np.concatenate([a["velocity"] for a in saved])).max() > 0
@@ -86,11 +87,12 @@ def test_ranks_match_one_process_with_a_full_fc(launched, num_classes):
 
 @pytest.mark.slow
 def test_sampling_on_every_rank(launched):
-    records = [json.loads((launched / f"sampling_rank{r}.json").read_text())
-               for r in range(WORLD_SIZE)]
+    out, world_size = launched
+    records = [json.loads((out / f"sampling_rank{r}.json").read_text())
+               for r in range(world_size)]
     quota_exceeded = False
     for rank, steps in enumerate(records):
-        start, stop = shard_range(ranks_script.SAMPLING_CLASSES, WORLD_SIZE, rank)
+        start, stop = shard_range(ranks_script.SAMPLING_CLASSES, world_size, rank)
         for record in steps:
             assert (record["class_start"], record["class_stop"]) == (start, stop)
             positives = {label for label in record["labels"] if start <= label < stop}
@@ -110,9 +112,9 @@ def test_sampling_on_every_rank(launched):
     assert len({round(r["loss"], 5) for r in first}) == 1
     union = sorted(c for r in first for c in r["sampled"])
     labels = np.asarray(first[0]["labels"])
-    local = ranks_script.GLOBAL_BATCH // WORLD_SIZE
+    local = ranks_script.GLOBAL_BATCH // world_size
     features = np.concatenate([np.random.default_rng([7, 0, r]).normal(
-        size=(local, ranks_script.EMBEDDING)).astype(np.float32) for r in range(WORLD_SIZE)])
+        size=(local, ranks_script.EMBEDDING)).astype(np.float32) for r in range(world_size)])
     centres = init_centres(0, ranks_script.SAMPLING_CLASSES, ranks_script.EMBEDDING, 5)[union]
     columns = np.searchsorted(union, labels)
     expected = numpy_loss(features.astype(np.float64), centres.astype(np.float64), columns)
