@@ -109,7 +109,6 @@ def train(config: Config) -> TrainSummary:
                            "use --is_static False")
     rank, world_size = distributed.init_distributed()
     is_main = rank == 0
-    logger = TrainLogger(config.output, 0, 0, enabled=False)
     say = print if is_main else (lambda message: None)
 
     checkpoint = resume_path(config)

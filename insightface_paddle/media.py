@@ -69,6 +69,8 @@ class InputSource:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.fps = 0.0
+        #: a lone image is decoded once, to check it, and kept for the prediction
+        self._image: np.ndarray | None = None
         if not self.path.exists():
             raise InsightFaceError(f"{self.path}: no such file or folder")
         if self.path.is_dir():
@@ -90,7 +92,7 @@ class InputSource:
         else:
             self.kind = "image"
             self.files = [self.path]
-            read_image(self.path)  # fail now, before any model is loaded
+            self._image = read_image(self.path)  # fail now, before any model is loaded
 
     def __len__(self) -> int:
         return self.frame_count if self.kind == "video" else len(self.files)
@@ -98,6 +100,9 @@ class InputSource:
     def __iter__(self) -> Iterator[Frame]:
         if self.kind == "video":
             yield from self._video_frames()
+            return
+        if self._image is not None:
+            yield Frame(self.path.name, self._image)
             return
         for path in self.files:
             yield Frame(path.name, read_image(path))
