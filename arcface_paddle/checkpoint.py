@@ -287,3 +287,35 @@ def load_checkpoint(path: str | os.PathLike[str], backbone: paddle.nn.Layer,
     head.velocity.set_value(paddle.to_tensor(velocity))
     scaler.load_state_dict(meta["loss_scaler"])
     return meta
+
+
+def weights_file(checkpoint: str | os.PathLike[str]) -> Path:
+    """A checkpoint folder (either graph mode), a training output folder (its newest
+    checkpoint) or a weights `.npz` -> the backbone weights file."""
+    path = Path(checkpoint)
+    if path.is_file():
+        return path
+    if (path / BACKBONE_FILE).is_file():
+        return path / BACKBONE_FILE
+    newest = latest_checkpoint(checkpoint_root(path)) if path.is_dir() else None
+    if newest is not None:
+        return newest / BACKBONE_FILE
+    raise ArcFaceError(f"--checkpoint_dir {path}: no checkpoint there (expected a folder with "
+                       f"{BACKBONE_FILE}, a training output folder or a weights .npz)")
+
+
+def load_backbone_weights(checkpoint: str | os.PathLike[str], backbone: str | None = None,
+                          embedding_size: int | None = None
+                          ) -> tuple[dict[str, np.ndarray], str, int, Path]:
+    """-> (arrays, backbone name, embedding size, weights file); `backbone` and
+    `embedding_size`, when given, must be what the checkpoint was written for."""
+    path = weights_file(checkpoint)
+    arrays, meta = read_weights(path)
+    saved_backbone, saved_size = str(meta.get("backbone")), int(meta.get("embedding_size", 0))
+    if backbone is not None and backbone != saved_backbone:
+        raise ArcFaceError(f"{path}: written for backbone {saved_backbone}, not --backbone "
+                           f"{backbone}")
+    if embedding_size is not None and int(embedding_size) != saved_size:
+        raise ArcFaceError(f"{path}: written for embedding size {saved_size}, not "
+                           f"--embedding_size {embedding_size}")
+    return arrays, saved_backbone, saved_size, path

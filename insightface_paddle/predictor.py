@@ -64,10 +64,13 @@ class Predictor(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
-def model_files(folder: Path) -> tuple[str, Path, Path | None]:
-    """-> (backend, graph file, weights file or None) for the model stored in `folder`."""
+def model_files(folder: Path, backend: str = "auto") -> tuple[str, Path, Path | None]:
+    """-> (backend, graph file, weights file or None) for the model stored in `folder`; a
+    folder holding both kinds gives the Paddle one unless `backend` is "onnx"."""
     if not folder.is_dir():
         raise InsightFaceError(f"model folder not found: {folder}")
+    if backend == "onnx" and (folder / "model.onnx").is_file():
+        return "onnx", folder / "model.onnx", None
     params = folder / "inference.pdiparams"
     for graph in (folder / "inference.json", folder / "inference.pdmodel"):
         if graph.is_file():
@@ -207,7 +210,7 @@ def create_predictor(folder: Path, options: PredictorOptions | None = None,
     PIR format); when the probe fails there, the model is reloaded with plain CPU kernels.
     """
     options = options or PredictorOptions()
-    backend, graph, params = model_files(folder)
+    backend, graph, params = model_files(folder, options.backend)
     if options.backend not in ("auto", backend):
         raise InsightFaceError(f"{folder}: holds a {backend} model, not {options.backend}")
     if backend == "onnx":
