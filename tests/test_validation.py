@@ -265,3 +265,30 @@ def test_inference_tool_writes_embeddings_and_sources(tiny_weights, small_set, t
                                            for i in range(3)]))
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(embeddings, expected, atol=1e-5)
+
+
+# -- the export works in the runtime as it is ----------------------------------------------------
+@pytest.mark.slow
+def test_exported_folder_builds_an_index_that_refuses_mobileface_queries(
+        tiny_weights, small_set, tmp_path, shared, model_home, capsys):
+    from insightface_paddle.cli import main as cli
+
+    out = tmp_path / "exported"
+    export_checkpoint(tiny_weights, out, "paddle", check_data=small_set)
+    gallery = tmp_path / "gallery"
+    source = shared("demo/friends/gallery")
+    for person in ("Chandler", "Joey"):
+        (gallery / person).mkdir(parents=True)
+        for photo in sorted((source / person).iterdir())[:2]:
+            (gallery / person / photo.name).write_bytes(photo.read_bytes())
+    index = tmp_path / "tiny_index.npz"
+    assert cli(["--build_index", str(index), "--img_dir", str(gallery), "--rec_model",
+                str(out), "--detect_gallery"]) == 0
+    query = str(shared("demo/friends/query/friends2.jpg"))
+    assert cli(["--det", "--rec", "--index", str(index), "--rec_model", str(out), "--input",
+                query, "--output", str(tmp_path / "drawn")]) == 0
+    printed = capsys.readouterr().out
+    assert "friends2.jpg" in printed  # a result table: detected, embedded, searched
+    assert cli(["--det", "--rec", "--index", str(index), "--rec_model", "MobileFace",
+                "--input", query]) == 1
+    assert "TinyFaceNet" in capsys.readouterr().err
