@@ -292,3 +292,14 @@ def test_exported_folder_builds_an_index_that_refuses_mobileface_queries(
     assert cli(["--det", "--rec", "--index", str(index), "--rec_model", "MobileFace",
                 "--input", query]) == 1
     assert "TinyFaceNet" in capsys.readouterr().err
+
+
+def test_the_readme_evaluation_snippet_runs(small_set, shared, capsys):
+    readme = (REPO / "README.md").read_text()
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "model = " in snippet  # the snippet defines what it evaluates
+    snippet = snippet.replace("../shared/data/lfw.bin", str(small_set)).replace(
+        "../shared/models/mobileface_v1.0_infer", str(shared("models/mobileface_v1.0_infer")))
+    exec(compile(snippet, "README.md", "exec"), {})
+    accuracy = float(capsys.readouterr().out.split()[0])
+    assert 0.5 <= accuracy <= 1.0
