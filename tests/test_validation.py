@@ -303,3 +303,31 @@ def test_the_readme_evaluation_snippet_runs(small_set, shared, capsys):
     exec(compile(snippet, "README.md", "exec"), {})
     accuracy = float(capsys.readouterr().out.split()[0])
     assert 0.5 <= accuracy <= 1.0
+
+
+@pytest.mark.slow
+def test_the_scripts_export_validate_and_embed(small_set, tmp_path):
+    """export_dynamic.sh -> validation_static.sh (same checkpoint format) -> inference.sh."""
+    paddle.seed(1)
+    weights = tmp_path / "mobile.npz"
+    save_weights(weights, layer_arrays(build_backbone("MobileFaceNet", 32)), "MobileFaceNet", 32)
+    env = clean_env()
+    env.update(BACKBONE="MobileFaceNet", EMBEDDING_SIZE="32", CHECKPOINT_DIR=str(weights),
+               OUTPUT_DIR=str(tmp_path / "exported"), CHECK_DATA=str(small_set),
+               DATA_DIR=str(small_set.parent), VAL_TARGETS="synth", BATCH_SIZE="40",
+               MODEL_DIR=str(tmp_path / "exported"), IMAGE_PATH=str(tmp_path / "faces"))
+    from arcface_paddle.data.verification_bin import load_verification_bin
+
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces" / "a.png").write_bytes(load_verification_bin(small_set).images[0])
+
+    def script(name: str, *args: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(["sh", str(REPO / "scripts" / name), *args], env=env,
+                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+        return result
+
+    assert "self-check on 64 faces" in script("export_dynamic.sh").stdout
+    assert "synth" in script("validation_static.sh").stdout
+    script("inference.sh", "--output", str(tmp_path / "emb"))
+    assert np.load(tmp_path / "emb" / "embeddings.npy").shape == (1, 32)
