@@ -23,6 +23,7 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -50,15 +51,21 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
-def _blas_single_thread():
-    """A context in which numpy's BLAS uses one thread (threadpoolctl; a no-op without it)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        import contextlib
+_controller = None
 
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+
+def _blas_single_thread() -> Any:
+    """A context in which numpy's BLAS uses one thread.
+
+    The threadpoolctl controller (which looks up the loaded BLAS libraries, ~ms) is made once.
+    """
+    global _controller
+    with _pool_lock:
+        if _controller is None:
+            from threadpoolctl import ThreadpoolController
+
+            _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
 
 
 def _scan_blocks(gallery: np.ndarray, queries: np.ndarray, starts: list[int], want: int,

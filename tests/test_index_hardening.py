@@ -123,7 +123,7 @@ def test_legacy_index_with_bad_rows_or_no_entries_is_refused(tmp_path):
     with pytest.raises(InsightFaceError, match=r"nan.bin: feature 1 \('b'\) is zero or not fin"):
         FaceIndex.from_legacy(tmp_path / "nan.bin", MODEL)
     (tmp_path / "empty.bin").write_bytes(pickle.dumps({"label": [], "feature": []}))
-    with pytest.raises(InsightFaceError, match="empty.bin: the old index holds no entries"):
+    with pytest.raises(InsightFaceError, match=r"empty.bin: the old index holds no entries"):
         FaceIndex.from_legacy(tmp_path / "empty.bin", MODEL)
 
 

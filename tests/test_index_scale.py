@@ -112,7 +112,7 @@ def test_structure_of_other_embeddings_is_ignored_and_tampered_one_refused(tmp_p
     lists = arrays["ann_lists"].copy()
     lists[0] = 10**6
     np.savez(tmp_path / "tampered.npz", **dict(arrays, ann_lists=lists))
-    with pytest.raises(InsightFaceError, match="tampered.npz: bad approximate-search.*range"):
+    with pytest.raises(InsightFaceError, match=r"tampered.npz: bad approximate-search.*range"):
         FaceIndex.load(tmp_path / "tampered.npz")
     np.savez(tmp_path / "short.npz", **{k: v for k, v in arrays.items() if k != "ann_codes"})
     with pytest.raises(InsightFaceError, match="'ann_codes' is missing"):
