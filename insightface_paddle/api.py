@@ -255,14 +255,14 @@ def skip_known_photos(entries: list[tuple[Path, str]], index: FaceIndex,
                       ) -> tuple[list[tuple[Path, str]], list[str]]:
     """Drop photos whose file content is already in `index` (or earlier in `entries`), saying
     so -> the rest and their sha256."""
-    known = {h for h in index.hashes if h}
+    known = index.known_hashes()
     kept, hashes, skipped = [], [], []
     for path, label in entries:
         digest = sha256_file(path)
-        if digest in known:
+        if bytes.fromhex(digest) in known:
             skipped.append(path)
             continue
-        known.add(digest)
+        known.add(bytes.fromhex(digest))
         kept.append((path, label))
         hashes.append(digest)
     if skipped:

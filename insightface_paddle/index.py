@@ -2,7 +2,7 @@
 
 File format (version 2, docs/index_format.md): one `.npz` read with `allow_pickle=False` holding
 `embeddings` float32 [N, D], `labels` unicode [N], `sources` unicode [N], `content_sha256`
-unicode [N] (the photo file's hash, to skip photos added twice), `meta` (a JSON string: format
+uint8 [N, 32] (the photo file's sha256, to skip photos added twice), `meta` (a JSON string: format
 version, the model's name, weights fingerprint and embedding size, how it was built) and,
 optionally, the trained approximate-search structure (`ann_*`, see `ann.py`). Version 1 files
 (without hashes or structure) are still read. No pickle: an index file can be shared without it
@@ -42,6 +42,8 @@ UNIT_TOLERANCE = 1e-3
 NEW_FILE_MODE = 0o600
 #: facts of `info` that two indexes must share to be merged or extended
 POLICY_KEYS = ("channel_order", "faces")
+HASH_BYTES = 32
+NO_HASH = bytes(HASH_BYTES)
 UNKNOWN = "unknown"
 
 
@@ -59,8 +61,8 @@ class FaceIndex:
     sources: list[str] = field(default_factory=list)
     #: free-form facts about how the index was built (channel order, face detection, ...)
     info: dict[str, Any] = field(default_factory=dict)
-    #: sha256 of each entry's photo file ("" when unknown: imports, API additions)
-    hashes: list[str] = field(default_factory=list)
+    #: sha256 of each entry's photo file, uint8 [N, 32]; zeros when unknown (imports, API adds)
+    hashes: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.embeddings is None:
@@ -68,8 +70,9 @@ class FaceIndex:
         self.embeddings = search.gallery_layout(self.embeddings)
         if not self.sources:
             self.sources = [""] * len(self.labels)
-        if not self.hashes:
-            self.hashes = [""] * len(self.labels)
+        if self.hashes is None:
+            self.hashes = np.zeros((len(self.labels), HASH_BYTES), np.uint8)
+        self.hashes = np.asarray(self.hashes, np.uint8).reshape(-1, HASH_BYTES)
         self._check_shapes()
         self._invalidate()
 
@@ -94,6 +97,10 @@ class FaceIndex:
                 f"model {self.model.describe()}, {self.embeddings.shape[1]}-D"
                 f"{', approximate search ready' if self._ann is not None else ''})")
 
+    def known_hashes(self) -> set[bytes]:
+        """The sha256 digests of the photos in the index (unknown ones left out)."""
+        return set(map(bytes, self.hashes)) - {NO_HASH}
+
     @property
     def identities(self) -> list[str]:
         return sorted(set(self.labels))
@@ -117,7 +124,7 @@ class FaceIndex:
             np.concatenate([self.embeddings, l2_normalize(embeddings)]))
         self.labels.extend(labels)
         self.sources.extend(sources if sources is not None else [""] * len(labels))
-        self.hashes.extend(hashes if hashes is not None else [""] * len(labels))
+        self.hashes = np.concatenate([self.hashes, hash_rows(hashes, len(labels))])
         self._check_shapes()
         self._invalidate()
 
@@ -131,7 +138,7 @@ class FaceIndex:
         self.embeddings = search.gallery_layout(self.embeddings[keep])
         self.labels = [x for x, k in zip(self.labels, keep) if k]
         self.sources = [x for x, k in zip(self.sources, keep) if k]
-        self.hashes = [x for x, k in zip(self.hashes, keep) if k]
+        self.hashes = self.hashes[keep]
         self._invalidate()
         return removed
 
@@ -154,8 +161,9 @@ class FaceIndex:
         """Append the entries of `other` (same model and policy) not already here (same photo
         content) -> how many were appended."""
         self.check_mergeable(other, what)
-        known = {h for h in self.hashes if h}
-        keep = [i for i, h in enumerate(other.hashes) if not h or h not in known]
+        known = self.known_hashes()
+        keep = [i for i, h in enumerate(map(bytes, other.hashes)) if h == NO_HASH or
+                h not in known]
         if not len(self):
             self.info.update({key: other.info[key] for key in POLICY_KEYS if key in other.info})
         if keep:
@@ -163,7 +171,7 @@ class FaceIndex:
                 np.concatenate([self.embeddings, other.embeddings[keep]]))
             self.labels.extend(other.labels[i] for i in keep)
             self.sources.extend(other.sources[i] for i in keep)
-            self.hashes.extend(other.hashes[i] for i in keep)
+            self.hashes = np.concatenate([self.hashes, other.hashes[keep]])
             self._invalidate()
         return len(keep)
 
@@ -195,8 +203,10 @@ class FaceIndex:
     def _groups(self) -> tuple[list[str], np.ndarray]:
         """Identity names and each entry's identity number."""
         if self._grouping is None:
-            names, ids = np.unique(np.asarray(self.labels), return_inverse=True)
-            self._grouping = ([str(n) for n in names], ids.astype(np.int64).ravel())
+            numbers: dict[str, int] = {}
+            ids = np.fromiter((numbers.setdefault(x, len(numbers)) for x in self.labels),
+                              np.int64, len(self.labels))
+            self._grouping = (list(numbers), ids)
         return self._grouping
 
     @property
@@ -254,7 +264,7 @@ class FaceIndex:
         with atomic_path(path, mode) as tmp:
             np.savez(tmp, embeddings=self.embeddings, labels=np.asarray(self.labels, dtype=str),
                      sources=np.asarray(self.sources, dtype=str),
-                     content_sha256=np.asarray(self.hashes, dtype=str),
+                     content_sha256=self.hashes,
                      meta=np.asarray(json.dumps(meta)), **arrays)
         return path
 
@@ -298,13 +308,14 @@ class FaceIndex:
             raise InsightFaceError(f"{path}: index format version {version!r} is not supported "
                                    f"(this version reads {', '.join(map(str, READABLE_VERSIONS))})")
         embeddings, labels, sources = arrays["embeddings"], arrays["labels"], arrays["sources"]
-        hashes = arrays.get("content_sha256", np.full(len(labels), "", dtype="<U1"))
+        hashes = arrays.get("content_sha256", np.zeros((len(labels), HASH_BYTES), np.uint8))
         if embeddings.ndim != 2 or embeddings.dtype.kind != "f" or any(
-                a.ndim != 1 or a.dtype.kind != "U" for a in (labels, sources, hashes)):
-            raise bad(f"arrays of shapes {embeddings.shape}, {labels.shape}, {sources.shape}")
+                a.ndim != 1 or a.dtype.kind != "U" for a in (labels, sources)) or \
+                hashes.dtype != np.uint8 or hashes.shape != (len(labels), HASH_BYTES):
+            raise bad(f"arrays of shapes {embeddings.shape}, {labels.shape}, {sources.shape}, "
+                      f"{hashes.shape}")
         check_unit_rows(embeddings, labels, str(path))
-        index = cls(signature, embeddings, [str(x) for x in labels], [str(x) for x in sources],
-                    info, [str(x) for x in hashes])
+        index = cls(signature, embeddings, labels.tolist(), sources.tolist(), info, hashes)
         if ann_meta is not None:
             index._attach_ann(arrays, ann_meta, str(path))
         return index
@@ -349,12 +360,27 @@ class FaceIndex:
         return index
 
 
+def hash_rows(hashes: Sequence[str] | None, count: int) -> np.ndarray:
+    """Hex sha256 digests ("" unknown) -> uint8 [count, 32]."""
+    if hashes is None:
+        return np.zeros((count, HASH_BYTES), np.uint8)
+    if len(hashes) != count:
+        raise InsightFaceError(f"{len(hashes)} photo hashes for {count} entries")
+    try:
+        data = b"".join(bytes.fromhex(h) if h else NO_HASH for h in hashes)
+    except ValueError:
+        raise InsightFaceError("photo hashes must be hex sha256 digests") from None
+    if len(data) != count * HASH_BYTES:
+        raise InsightFaceError("photo hashes must be hex sha256 digests")
+    return np.frombuffer(data, np.uint8).reshape(count, HASH_BYTES).copy()
+
+
 def check_unit_rows(embeddings: np.ndarray, labels: np.ndarray, source: str) -> None:
     """Refuse rows that are not finite unit vectors: scaled rows would win every search and
     NaN rows would silently drop out of it."""
     if not len(embeddings):
         return
-    norms = np.sqrt(np.einsum("nd,nd->n", embeddings, embeddings, dtype=np.float64))
+    norms = np.sqrt(np.einsum("nd,nd->n", embeddings, embeddings))
     bad = np.flatnonzero(~(np.abs(norms - 1.0) <= UNIT_TOLERANCE))  # NaN compares False
     if len(bad):
         row = int(bad[0])
