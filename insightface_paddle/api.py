@@ -27,6 +27,7 @@ from tqdm import tqdm
 from . import __version__, zoo
 from .detection import FaceDetector
 from .errors import InsightFaceError
+from .fileio import sha256_file
 from .gallery import scan_gallery
 from .index import UNKNOWN, Candidate, FaceIndex
 from .media import Frame, as_rgb, read_image
@@ -132,17 +133,22 @@ class InsightFace:
 
     def build_index(self, img_dir: str | os.PathLike, label_file: str | os.PathLike | None = None,
                     detect_faces: bool = False, base: FaceIndex | None = None,
-                    progress: bool = True) -> FaceIndex:
+                    progress: bool = True, shard: tuple[int, int] | None = None) -> FaceIndex:
         """Embed a gallery (sub-folder per identity, or `label_file`) into a new or `base` index.
 
         With `detect_faces`, the face square of the largest detected face of each photo is
         embedded, as query faces are (photos without a face are an error); otherwise the whole
-        photo is, as the old tool did (in RGB here).
+        photo is, as the old tool did (in RGB here). Photos whose file content is already in the
+        index are skipped (with a warning). `shard=(i, n)` embeds only the i-th of n equal
+        consecutive parts of the gallery (1-based): merging the n shards in order
+        (`index.merge_files`) gives the index one build would.
         """
         embedder = self._need_embedder("building an index")
         if detect_faces and self.detector is None:
             raise InsightFaceError("detecting gallery faces needs a detection model")
         entries = scan_gallery(img_dir, label_file)
+        if shard is not None:
+            entries = shard_of(entries, *shard)
         policy = {"channel_order": embedder.normalization.channel_order,
                   "faces": "largest detected face" if detect_faces else "whole photo"}
         index = base if base is not None else FaceIndex(embedder.signature)
@@ -154,6 +160,7 @@ class InsightFace:
                         f"the index holds {key} '{index.info[key]}' embeddings; adding "
                         f"'{value}' ones would mix two kinds (use --detect_gallery as when it "
                         "was built, or rebuild it)")
+        entries, hashes = skip_known_photos(entries, index)
         chunk = embedder.max_batch_size
         parts = []
         bar = tqdm(total=len(entries), desc="index", unit="photo", disable=not progress,
@@ -164,8 +171,9 @@ class InsightFace:
                 crops = [self._gallery_face(read_image(p), p, detect_faces) for p, _ in part]
                 parts.append(embedder.run(embedder.preprocess_images(crops)))
                 bar.update(len(part))
-        index.add([label for _, label in entries], np.concatenate(parts),
-                  [str(path) for path, _ in entries])
+        if entries:
+            index.add([label for _, label in entries], np.concatenate(parts),
+                      [str(path) for path, _ in entries], hashes)
         index.info.update({
             **policy, "built_from": str(img_dir), "built_with": f"insightface_paddle {__version__}",
             "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -233,6 +241,34 @@ class InsightFace:
         if self.embedder is None:
             raise InsightFaceError(f"{what} needs a recognition model")
         return self.embedder
+
+
+def shard_of(entries: list[tuple[Path, str]], number: int, count: int,
+             ) -> list[tuple[Path, str]]:
+    """The `number`-th (1-based) of `count` equal consecutive parts of the gallery."""
+    if not 1 <= number <= count:
+        raise InsightFaceError(f"shard {number}/{count}: expected 1 <= shard <= {count}")
+    return entries[len(entries) * (number - 1) // count:len(entries) * number // count]
+
+
+def skip_known_photos(entries: list[tuple[Path, str]], index: FaceIndex,
+                      ) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Drop photos whose file content is already in `index` (or earlier in `entries`), saying
+    so -> the rest and their sha256."""
+    known = index.known_hashes()
+    kept, hashes, skipped = [], [], []
+    for path, label in entries:
+        digest = sha256_file(path)
+        if bytes.fromhex(digest) in known:
+            skipped.append(path)
+            continue
+        known.add(bytes.fromhex(digest))
+        kept.append((path, label))
+        hashes.append(digest)
+    if skipped:
+        log.warning("%d of %d gallery photos are already in the index (same file content, "
+                    "e.g. %s): skipped", len(skipped), len(entries), skipped[0])
+    return kept, hashes
 
 
 def _to_rgb(image: ImageLike, channel_order: str) -> np.ndarray:

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from .api import REC_THRESH, Face, InsightFace
 from .draw import draw_faces
 from .errors import InsightFaceError
-from .fileio import atomic_open, atomic_path
-from .index import FaceIndex
+from .fileio import atomic_open, atomic_path, exclusive_lock
+from .index import FaceIndex, merge_files
 from .media import InputSource
 
 
@@ -33,6 +33,28 @@ def str2bool(text: str) -> bool:
     if value in ("0", "false", "f", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    number, _, count = text.partition("/")
+    try:
+        shard = int(number), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 2/4), got {text!r}") from None
+    if not 1 <= shard[0] <= shard[1]:
+        raise argparse.ArgumentTypeError(f"expected 1 <= I <= N, got {text!r}")
+    return shard
+
+
+def mode_arg(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected octal permissions (e.g. 600), "
+                                         f"got {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"expected permissions 000..777, got {text!r}")
+    return mode
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     idx.add_argument("--legacy_index", metavar="BIN",
                      help="with --build_index: import the old tool's pickled index.bin "
                           "(embedded by --rec_model)")
+    idx.add_argument("--merge", nargs="+", metavar="NPZ", default=[],
+                     help="with --build_index: merge these indexes (same model and crop "
+                          "policy) in order, e.g. shards built in parallel")
+    idx.add_argument("--shard", type=shard_arg, metavar="I/N",
+                     help="with --img_dir: embed only the I-th of N equal parts of the gallery "
+                          "(merge the N shards in order with --merge)")
+    idx.add_argument("--index_mode", type=mode_arg, metavar="OCTAL",
+                     help="permissions of the written index (default: those of the file it "
+                          "replaces, else 600: it holds biometric data)")
     mod = p.add_argument_group("models and runtime")
     mod.add_argument("--det_model", default="BlazeFace", help="zoo name or model folder")
     mod.add_argument("--rec_model", default="MobileFace",
@@ -133,13 +164,32 @@ def build_index(args: argparse.Namespace) -> int:
     out = Path(args.build_index)
     if out.suffix != ".npz":
         raise InsightFaceError(f"--build_index {out}: index files end in .npz")
-    if not (args.img_dir or args.remove or args.legacy_index):
-        raise InsightFaceError("--build_index needs --img_dir, --remove or --legacy_index")
+    if not (args.img_dir or args.remove or args.legacy_index or args.merge):
+        raise InsightFaceError("--build_index needs --img_dir, --remove, --legacy_index or "
+                               "--merge")
     if args.remove and not args.index:
         raise InsightFaceError("--remove needs --index (the index to remove from)")
+    if args.merge and (args.img_dir or args.legacy_index or args.index):
+        raise InsightFaceError("--merge takes only the indexes to merge (no --img_dir, "
+                               "--legacy_index or --index)")
+    if args.shard and not args.img_dir:
+        raise InsightFaceError("--shard needs --img_dir (the gallery to split)")
     check_writable(out)
-    app = make_app(args, det=args.detect_gallery, rec=True)
-    assert app.embedder is not None
+    app = None if args.merge else make_app(args, det=args.detect_gallery, rec=True)
+    # one writer at a time from reading the old index to renaming the new one into place
+    with exclusive_lock(out):
+        index = edited_index(args, app)
+        index.save(out, mode=args.index_mode, with_ann=True if args.approximate else None)
+    print(f"wrote {out}: {len(index)} entries, {len(index.identities)} identities, "
+          f"model {index.model.describe()}", file=sys.stderr)
+    return 0
+
+
+def edited_index(args: argparse.Namespace, app: InsightFace | None) -> FaceIndex:
+    """The index --build_index writes: merged, imported or --index, edited."""
+    if args.merge:
+        return merge_files(args.merge)
+    assert app is not None and app.embedder is not None
     if args.legacy_index:
         index = FaceIndex.from_legacy(args.legacy_index, app.embedder.signature)
         logging.warning("the old tool embedded its gallery photos as BGR while faces are now "
@@ -154,12 +204,10 @@ def build_index(args: argparse.Namespace) -> int:
         assert index is not None
         print(f"removed {index.remove(name)} entries of {name!r}", file=sys.stderr)
     if args.img_dir:
-        index = app.build_index(args.img_dir, args.label, args.detect_gallery, base=index)
+        index = app.build_index(args.img_dir, args.label, args.detect_gallery, base=index,
+                                shard=args.shard)
     assert index is not None
-    index.save(out)
-    print(f"wrote {out}: {len(index)} entries, {len(index.identities)} identities, "
-          f"model {index.model.describe()}", file=sys.stderr)
-    return 0
+    return index
 
 
 def check_output_folder(output: Path, source: InputSource) -> None:
