@@ -1,8 +1,15 @@
-"""Shared shell for `tools/*.py`: user errors become one line on stderr and a non-zero exit."""
+"""Shared shell for `tools/*.py`: user errors become one line on stderr and a non-zero exit.
+
+Importing it also silences Paddle's import-time "No ccache found" warning (about compiling C++
+extensions, which no tool here does), so a tool's first lines are its own; tools import this
+module before anything that imports paddle.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Callable, NoReturn
 
@@ -11,6 +18,8 @@ from insightface_paddle.errors import InsightFaceError
 from .errors import ArcFaceError
 
 USER_ERRORS = (ArcFaceError, InsightFaceError)
+
+warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None],
@@ -24,4 +33,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None],
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     sys.exit(code or 0)

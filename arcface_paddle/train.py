@@ -29,7 +29,7 @@ from .checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from .config import Config, config_from_argv, config_table
+from .config import Config, config_from_argv, config_table, help_table
 from .data.datasets import FaceDataset, GlobalBatchSampler, build_loader, open_reader
 from .engine.dynamic import DynamicTrainStep
 from .errors import ArcFaceError
@@ -202,14 +202,20 @@ def train(config: Config) -> TrainSummary:
     return summary
 
 
+def help_text(argv: Sequence[str]) -> str:
+    """`tools/train.py --help [--config_file F ...]`: usage and every flag with its meaning."""
+    source = "configs/base.py" + (" and the flags given" if argv else "")
+    return (f"{__doc__.strip()}\n\nusage: tools/train.py [--config_file FILE] [--key value ...]"
+            f"\n\nflags as --key TYPE = VALUE (from {source}) and their meaning:\n"
+            f"{help_table(config_from_argv(argv))}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if {"-h", "--help"} & set(argv):
-        print(__doc__.strip() + "\n\nusage: tools/train.py [--config_file FILE] [--key value ...]"
-              "\nkeys and their defaults (configs/base.py):")
-        print(config_table(config_from_argv([])))
+        print(help_text([a for a in argv if a not in ("-h", "--help")]))
         return 0
     config = config_from_argv(argv)
     if distributed.is_main_process():
