@@ -263,6 +263,11 @@ class PackedReader:
             self._fds[shard] = fd
         return fd
 
+    def describe(self, i: int) -> str:
+        """Image i's shard and record, for error messages."""
+        shard, offset, length = (int(v) for v in self.index[i, [SHARD, OFFSET, LENGTH]])
+        return f"{self._shard_paths[shard]}: image {i} (bytes {offset}..{offset + length})"
+
     def __getitem__(self, i: int) -> tuple[bytes, int]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"image {i} out of range for {len(self)} images")
