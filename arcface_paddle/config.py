@@ -288,8 +288,23 @@ def load_config(config_file: str | Path | None = None,
     for key, text in overrides:
         values[key] = parse_value(key, text, types)
         sources[key] = "flag"
+    _use_data_given_on_the_command_line(values, sources)
     check_config(values, sources)
     return Config(values, types)
+
+
+def _use_data_given_on_the_command_line(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """A job file's synthetic data gives way to a data folder named on the command line
+    (data_format becomes "auto": detected from the folder); both named there is a mistake."""
+    given = [key for key in ("data_dir", "label_file")
+             if sources.get(key) == "flag" and values[key] is not None]
+    if not given or values["data_format"] != "synthetic":
+        return
+    if sources.get("data_format") == "flag":
+        raise ArcFaceError(f"--{given[0]} {values[given[0]]}: synthetic data reads no files; "
+                           f"drop --{given[0]} or set --data_format auto")
+    values["data_format"] = "auto"
+    sources["data_format"] = "flag"
 
 
 def config_from_argv(argv: Sequence[str]) -> Config:

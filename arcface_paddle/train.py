@@ -34,7 +34,7 @@ from .data.datasets import FaceDataset, GlobalBatchSampler, build_loader, open_r
 from .engine.dynamic import DynamicTrainStep
 from .errors import ArcFaceError
 from .heads.partial_fc import PartialFC
-from .logging import TrainLogger
+from .logging import TrainLogger, prepare_output
 from .lr import LRSchedule, build_schedule
 
 
@@ -107,6 +107,7 @@ def train(config: Config) -> TrainSummary:
     if config.is_static:
         raise ArcFaceError("--is_static True: the static-graph engine is not in this release; "
                            "use --is_static False")
+    prepare_output(config.output)
     rank, world_size = distributed.init_distributed()
     is_main = rank == 0
     say = print if is_main else (lambda message: None)

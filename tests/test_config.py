@@ -207,3 +207,18 @@ def test_scripts_ask_for_resolved_values(capsys):
         config_main(["outptu"])
     with pytest.raises(ArcFaceError, match="--batch_size must be"):
         config_main(["output", "--batch_size", "0"])
+
+
+def test_a_data_folder_on_the_command_line_replaces_a_job_files_synthetic_data():
+    """Issue 10, item 3: tiny_cpu.py pins synthetic data, and --data_dir was silently
+    ignored. Now the folder is used (format detected), or the run says why not."""
+    tiny = ["--config_file", str(CONFIGS / "tiny_cpu.py")]
+    assert load_config(CONFIGS / "tiny_cpu.py").data_format == "synthetic"
+    config = config_from_argv([*tiny, "--data_dir", "my_faces"])
+    assert (config.data_format, config.data_dir) == ("auto", "my_faces")
+    config = config_from_argv([*tiny, "--label_file", "my_faces/list.txt"])
+    assert config.data_format == "auto"
+    assert config_from_argv([*tiny, "--data_dir", "d", "--data_format", "packed"]
+                            ).data_format == "packed"
+    with pytest.raises(ArcFaceError, match="--data_dir d: synthetic data reads no files"):
+        config_from_argv([*tiny, "--data_dir", "d", "--data_format", "synthetic"])
