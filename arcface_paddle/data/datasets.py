@@ -366,7 +366,8 @@ class FaceLoader:
                 error = f"data loader: {str(exc).strip().splitlines()[0]}"
             failure = distributed.first_failure(error)
             if failure is not None:
-                batches.close()
+                # the workers stop when this generator is collected, after the error line is
+                # out: the launcher ends every rank soon after the first one exits
                 raise ArcFaceError(failure)
             if batch is None:
                 return
