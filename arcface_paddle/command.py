@@ -42,6 +42,11 @@ def run_main(main: Callable[[Sequence[str] | None], int | None],
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         sys.exit(1)
+    except MemoryError as exc:  # Paddle's ResourceExhausted too: sizes beyond this machine
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "allocation failed"
+        print(f"error: out of memory ({detail}); lower the sizes (--batch_size, "
+              "--embedding_size, --num_classes ...)", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)

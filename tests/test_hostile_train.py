@@ -162,6 +162,11 @@ def _bad_config(tmp: Path) -> list[str]:
     return ["--config_file", str(path)]
 
 
+def _junk_bin(tmp: Path) -> Path:
+    (tmp / "lfw.bin").write_bytes(bytes(range(256)) * 4)
+    return tmp
+
+
 def _output_is_a_file(tmp: Path) -> list[str]:
     path = tmp / "output"
     path.write_text("x")
@@ -204,6 +209,11 @@ CASES = [
     ("margin of one value", lambda tmp: ["--margin", "1"], r"--margin must be three finite"),
     ("margin of four values", lambda tmp: ["--margin", "1,0.5,0,0"], r"--margin must be three"),
     ("lr nan", lambda tmp: ["--lr", "nan"], r"--lr must be a finite number > 0, got nan"),
+    ("embedding too large for memory", lambda tmp: ["--embedding_size", "1000000000"],
+     r"out of memory \(.*\); lower the sizes"),
+    ("corrupt validation set", lambda tmp: ["--val_dir", str(_junk_bin(tmp)), "--val_targets",
+                                            "lfw", "--validation_interval_step", "2"],
+     r"lfw\.bin: not a readable pickle"),
     ("unknown flag", lambda tmp: ["--batchsize", "4"], r"unknown flag --batchsize"),
 ]
 
