@@ -9,12 +9,17 @@ have one code path for W = 1 and W > 1. Collectives go through the functional op
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import paddle
 import paddle.distributed as dist
 from paddle.autograd import PyLayer
+
+from .errors import ArcFaceError
+
+T = TypeVar("T")
 
 _RING_ID = 0  # the global communication group
 _REDUCE_SUM = int(dist.ReduceOp.SUM)
@@ -147,6 +152,20 @@ def first_failure(message: str | None) -> str | None:
     rank = int(np.flatnonzero(rows[:, 0] >= 0)[0])
     text = rows[rank, 1:1 + rows[rank, 0]].astype(np.uint8).tobytes().decode("utf-8", "replace")
     return f"rank {rank}: {text}"
+
+
+def on_every_rank(call: Callable[..., T], *args, **kwargs) -> T:
+    """Collective: `call(*args, **kwargs)` on each rank; an `ArcFaceError` on any rank (a
+    damaged file only it reads) is raised on every rank, naming the rank, so none goes on to
+    wait for it in a later collective. The call itself must not use collectives."""
+    try:
+        result, error = call(*args, **kwargs), None
+    except ArcFaceError as exc:
+        result, error = None, str(exc)
+    failure = first_failure(error)
+    if failure is not None:
+        raise ArcFaceError(failure)
+    return result  # type: ignore[return-value]
 
 
 def barrier() -> None:

@@ -155,7 +155,8 @@ def train(config: Config) -> TrainSummary:
                                config.min_loss_scaling, config.max_loss_scaling)
     start_step = 0
     if checkpoint is not None:
-        meta = load_checkpoint(checkpoint, backbone, optimizer, head, scaler)
+        meta = distributed.on_every_rank(load_checkpoint, checkpoint, backbone, optimizer, head,
+                                         scaler)
         start_step = int(meta["step"])
         say(f"resumed from {checkpoint} (saved by {meta['world_size']} ranks) at step "
             f"{start_step} on {world_size} ranks; lr {schedule(start_step):.8g}")

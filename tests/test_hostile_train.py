@@ -21,10 +21,13 @@ import numpy as np
 import pytest
 
 from arcface_paddle.checkpoint import FORMAT_NAME, FORMAT_VERSION
+from arcface_paddle.config import config_from_argv
 from arcface_paddle.data.datasets import GlobalBatchSampler, SyntheticFaces
 from arcface_paddle.data.label_file import write_label_file
 from arcface_paddle.data.packed import PackedWriter
 from arcface_paddle.data.recordio import write_rec_dataset
+from arcface_paddle.train import train
+from dist_scripts import tiny_backbones
 from dist_scripts.launching import clean_env, launch_command, worker_logs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,3 +292,41 @@ def test_a_data_error_on_one_rank_ends_every_rank_with_its_line(tmp_path, worker
         assert log.rstrip().splitlines()[-1] == expected, worker_logs(log_dir)
         assert "Traceback" not in log and "TIMEOUT" not in log, worker_logs(log_dir)
     assert elapsed < 120, f"took {elapsed:.0f} s"  # not gloo's timeout, not a hang
+
+
+def split_checkpoint_for_two_ranks(path: Path, num_classes: int) -> None:
+    """Rewrite a one-rank checkpoint as if two ranks had saved it (one Partial FC shard each)."""
+    meta = json.loads((path / "meta.json").read_text())
+    with np.load(path / "partial_fc_00000.npz") as data:
+        weight, velocity = data["weight"], data["velocity"]
+    half = num_classes // 2
+    shards = []
+    for rank, (start, stop) in enumerate([(0, half), (half, num_classes)]):
+        name = f"partial_fc_{rank:05d}.npz"
+        np.savez(path / name, weight=weight[start:stop], velocity=velocity[start:stop],
+                 class_range=np.asarray([start, stop], np.int64))
+        shards.append({"file": name, "class_start": start, "class_stop": stop})
+    meta.update(world_size=2, partial_fc=shards)
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.slow
+def test_a_damaged_file_only_one_rank_reads_ends_every_rank_with_its_line(tmp_path):
+    """Beside issue 10, item 1: resuming on two ranks, rank 1 alone reads Partial FC shard 1;
+    truncated, it failed alone and rank 0 waited for it in the next collective."""
+    tiny_backbones.register()
+    flags = [*FAST, "--backbone", "TinyFaceNet", "--num_classes", "8",
+             "--synthetic_images_per_class", "4", "--max_steps", "1", "--visualdl", "false"]
+    config = config_from_argv([*flags, "--output", str(tmp_path / "run")])
+    checkpoint = train(config).checkpoint
+    split_checkpoint_for_two_ranks(checkpoint, 8)
+    shard = checkpoint / "partial_fc_00001.npz"
+    shard.write_bytes(shard.read_bytes()[:200])
+    log_dir = tmp_path / "launch_log"
+    result = run_launched([*flags, "--max_steps", "2", "--checkpoint_dir", str(checkpoint),
+                           "--output", str(tmp_path / "resumed")], log_dir, timeout=150)
+    assert result.returncode != 0
+    for rank in (0, 1):
+        last = (log_dir / f"workerlog.{rank}").read_text().rstrip().splitlines()[-1]
+        assert re.fullmatch(r"error: rank 1: .*partial_fc_00001\.npz: unreadable, truncated .*",
+                            last), worker_logs(log_dir)
