@@ -30,12 +30,12 @@ from .checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from .config import Config, config_from_argv, config_table
+from .config import Config, config_from_argv, config_table, help_table
 from .data.datasets import FaceDataset, GlobalBatchSampler, build_loader, open_reader
 from .engine.dynamic import DynamicTrainStep
 from .errors import ArcFaceError
 from .heads.partial_fc import PartialFC
-from .logging import TrainLogger
+from .logging import TrainLogger, prepare_output
 from .lr import LRSchedule, build_schedule
 
 
@@ -114,6 +114,7 @@ def train(config: Config) -> TrainSummary:
     if config.is_static:
         raise ArcFaceError("--is_static True: the static-graph engine is not in this release; "
                            "use --is_static False")
+    prepare_output(config.output)
     rank, world_size = distributed.init_distributed()
     is_main = rank == 0
     say = print if is_main else (lambda message: None)
@@ -161,7 +162,8 @@ def train(config: Config) -> TrainSummary:
                                config.min_loss_scaling, config.max_loss_scaling)
     start_step = 0
     if checkpoint is not None:
-        meta = load_checkpoint(checkpoint, backbone, optimizer, head, scaler)
+        meta = distributed.on_every_rank(load_checkpoint, checkpoint, backbone, optimizer, head,
+                                         scaler)
         start_step = int(meta["step"])
         say(f"resumed from {checkpoint} (saved by {meta['world_size']} ranks) at step "
             f"{start_step} on {world_size} ranks; lr {schedule(start_step):.8g}")
@@ -209,14 +211,20 @@ def train(config: Config) -> TrainSummary:
     return summary
 
 
+def help_text(argv: Sequence[str]) -> str:
+    """`tools/train.py --help [--config_file F ...]`: usage and every flag with its meaning."""
+    source = "configs/base.py" + (" and the flags given" if argv else "")
+    return (f"{__doc__.strip()}\n\nusage: tools/train.py [--config_file FILE] [--key value ...]"
+            f"\n\nflags as --key TYPE = VALUE (from {source}) and their meaning:\n"
+            f"{help_table(config_from_argv(argv))}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if {"-h", "--help"} & set(argv):
-        print(__doc__.strip() + "\n\nusage: tools/train.py [--config_file FILE] [--key value ...]"
-              "\nkeys and their defaults (configs/base.py):")
-        print(config_table(config_from_argv([])))
+        print(help_text([a for a in argv if a not in ("-h", "--help")]))
         return 0
     config = config_from_argv(argv)
     if distributed.is_main_process():
