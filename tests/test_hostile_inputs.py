@@ -78,7 +78,7 @@ def hostile(tmp_path_factory):
     photo = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
     cv2.imwrite(str(t / "good.png"), photo)
     png = (t / "good.png").read_bytes()
-    ok, jpeg = cv2.imencode(".jpg", photo)
+    jpeg = cv2.imencode(".jpg", photo)[1]
     (t / "empty.jpg").write_bytes(b"")
     (t / "text.jpg").write_text("this is not an image")
     (t / "truncated.png").write_bytes(png[: len(png) // 2])
