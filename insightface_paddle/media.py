@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISDIR, S_ISREG
 
 import cv2
 import numpy as np
@@ -41,15 +42,28 @@ def decode_image(data: bytes, source: str, max_pixels: int = DEFAULT_MAX_PIXELS)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def max_file_bytes(max_pixels: int) -> int:
+    """The largest image file worth reading: 4 bytes per pixel (uncompressed RGBA) plus room
+    for metadata."""
+    return 4 * max_pixels + (16 << 20)
+
+
 def read_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS
                ) -> np.ndarray:
     path = Path(path)
     try:
+        stat = path.stat()  # before opening: opening a pipe would wait for a writer
+        if S_ISDIR(stat.st_mode):
+            raise InsightFaceError(f"{path}: is a folder, not an image file")
+        if not S_ISREG(stat.st_mode):  # /dev/zero, a pipe: reading would never end
+            raise InsightFaceError(f"{path}: not a regular file")
+        if stat.st_size > max_file_bytes(max_pixels):
+            raise InsightFaceError(
+                f"{path}: {stat.st_size / 1e6:.0f} MB is more than an image within the pixel "
+                "limit takes (raise it with --max_megapixels)")
         data = path.read_bytes()
     except FileNotFoundError:
         raise InsightFaceError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InsightFaceError(f"{path}: is a folder, not an image file") from None
     except OSError as exc:
         raise InsightFaceError(f"{path}: cannot read ({exc.strerror})") from None
     return decode_image(data, str(path), max_pixels)

@@ -99,6 +99,7 @@ CASES = {
     "missing input": (["--det", "--input", "{t}/missing.jpg"], ["missing.jpg", "no such"]),
     "empty input": (["--det", "--input", "{t}/empty.jpg"], ["empty.jpg", "empty file"]),
     "not an image": (["--det", "--input", "{t}/text.jpg"], ["text.jpg", "not an image"]),
+    "device as image": (["--det", "--input", "/dev/zero"], ["/dev/zero", "not a regular file"]),
     "truncated png": (["--det", "--input", "{t}/truncated.png"], ["truncated.png"]),
     "truncated jpeg": (["--det", "--input", "{t}/truncated.jpg"], ["truncated.jpg"]),
     "huge png": (["--det", "--input", "{t}/huge.png"], ["huge.png", "40000x40000",
