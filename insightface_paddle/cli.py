@@ -167,6 +167,8 @@ def build_index(args: argparse.Namespace) -> int:
         raise InsightFaceError(f"--build_index {out}: index files end in .npz")
     if not (args.img_dir or args.remove or args.legacy_index):
         raise InsightFaceError("--build_index needs --img_dir, --remove or --legacy_index")
+    if out.is_dir():
+        raise InsightFaceError(f"--build_index {out}: is a folder")
     if args.remove and not args.index:
         raise InsightFaceError("--remove needs --index (the index to remove from)")
     with folder_for_output(out.parent, "--build_index"):

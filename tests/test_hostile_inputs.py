@@ -86,6 +86,7 @@ def hostile(tmp_path_factory):
     (t / "huge.png").write_bytes(png_claiming(40000, 40000))
     (t / "bomb.png").write_bytes(png_claiming(30000, 30000))
     (t / "a_folder.jpg").mkdir()
+    (t / "a_folder.npz").mkdir()
     (t / "plain_file").write_text("x")
     (t / "empty.npz").write_bytes(b"")
     (t / "empty_legacy.bin").write_bytes(b"")
@@ -113,6 +114,8 @@ CASES = {
                               "--label", "{t}/a_folder.jpg"], ["a_folder.jpg"]),
     "folder as legacy index": (["--build_index", "{t}/o.npz", "--legacy_index",
                                 "{t}/a_folder.jpg"], ["a_folder.jpg"]),
+    "folder as index target": (["--build_index", "{t}/a_folder.npz", "--img_dir",
+                                "{t}/gallery"], ["a_folder.npz", "is a folder"]),
     "empty index": (["--det", "--rec", "--index", "{t}/empty.npz", "--input", "{t}/good.png"],
                     ["empty.npz"]),
     "empty legacy index": (["--build_index", "{t}/o.npz", "--legacy_index",
