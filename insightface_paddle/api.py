@@ -145,6 +145,11 @@ class InsightFace:
         photo is, as the old tool did (in RGB here).
         """
         embedder = self._need_embedder("building an index")
+        for name, value in (("img_dir", img_dir), ("label_file", label_file)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise InsightFaceError(f"{name} must be a path, got {type(value).__name__}")
+        if base is not None and not isinstance(base, FaceIndex):
+            raise InsightFaceError(f"base must be a FaceIndex, got {type(base).__name__}")
         if detect_faces and self.detector is None:
             raise InsightFaceError("detecting gallery faces needs a detection model")
         entries = scan_gallery(img_dir, label_file)

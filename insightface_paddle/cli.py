@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except InsightFaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `insightfacepaddle ... | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 1
     except OSError as exc:  # disk full, permission denied, ... while writing results
         print(f"error: {exc}", file=sys.stderr)

@@ -311,6 +311,8 @@ def test_api_bad_arguments_are_the_one_error_type(app):
         (lambda: app.embed(rgb, boxes=[[500, 500, 600, 600]]), "outside the 60x50 image"),
         (lambda: app.embed(rgb, boxes=[[0, 0, 1e6, 1e6]]), "more than 4x the image"),
         (lambda: app.set_index(3.5), "index must be a path or a FaceIndex"),
+        (lambda: app.build_index(None), "img_dir must be a path"),
+        (lambda: app.build_index("gallery", base="index.npz"), "base must be a FaceIndex"),
     ]
     for call, fragment in bad_calls:
         with pytest.raises(InsightFaceError, match=fragment):
