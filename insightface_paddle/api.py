@@ -146,7 +146,7 @@ class InsightFace:
         """
         embedder = self._need_embedder("building an index")
         for name, value in (("img_dir", img_dir), ("label_file", label_file)):
-            if value is not None and not isinstance(value, (str, os.PathLike)):
+            if not isinstance(value, (str, os.PathLike)) and (name == "img_dir" or value):
                 raise InsightFaceError(f"{name} must be a path, got {type(value).__name__}")
         if base is not None and not isinstance(base, FaceIndex):
             raise InsightFaceError(f"base must be a FaceIndex, got {type(base).__name__}")
