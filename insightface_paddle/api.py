@@ -145,8 +145,9 @@ class InsightFace:
         photo is, as the old tool did (in RGB here).
         """
         embedder = self._need_embedder("building an index")
-        for name, value in (("img_dir", img_dir), ("label_file", label_file)):
-            if not isinstance(value, (str, os.PathLike)) and (name == "img_dir" or value):
+        for name, value, optional in (("img_dir", img_dir, False),
+                                      ("label_file", label_file, True)):
+            if not isinstance(value, (str, os.PathLike)) and not (optional and value is None):
                 raise InsightFaceError(f"{name} must be a path, got {type(value).__name__}")
         if base is not None and not isinstance(base, FaceIndex):
             raise InsightFaceError(f"base must be a FaceIndex, got {type(base).__name__}")
