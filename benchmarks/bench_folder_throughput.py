@@ -6,8 +6,9 @@ The photos are shared ones (the demo queries, then raw LFW portraits), in folder
 first pass, so whatever passes the detector chooses are the ones replayed), on already prepared
 inputs. "CLI" is `insightfacepaddle --det --rec --index ... --input FOLDER`'s loop, in process
 (`cli.predict`: decoding, reading ahead, detection, recognition, search, the table), without
-the one-off model and index loading. The ratio bare time / CLI time is the share of the predictors' speed the CLI
-reaches (1.00 = all of it); the row without read-ahead shows what the prefetch thread adds.
+the one-off model and index loading. The ratio bare time / CLI time is the share of the
+predictors' speed the CLI reaches (1.00 = all of it); the row without read-ahead shows what the
+prefetch thread adds.
 Run: INSIGHTFACE_PADDLE_SHARED=../shared python benchmarks/bench_folder_throughput.py
 """
 

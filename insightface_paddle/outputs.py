@@ -14,7 +14,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -32,7 +32,9 @@ MANIFEST = ".insightfacepaddle-drawn.txt"
 
 
 class OutputFolder:
-    def __init__(self, folder: Path, source: InputSource, identities: Sequence[str] = ()) -> None:
+    def __init__(self, folder: Path, source: InputSource, identities: Sequence[str] = (),
+                 **draw_options: Any) -> None:
+        """`identities` and `draw_options` are passed on to `draw_faces`."""
         if folder.exists() and not folder.is_dir():
             raise InsightFaceError(f"--output {folder}: exists and is not a folder")
         inputs = source.path if source.kind == "folder" else source.path.parent
@@ -42,6 +44,7 @@ class OutputFolder:
         self.folder = folder
         self.source = source
         self.identities = list(identities)
+        self.draw_options = draw_options
         self._video = source.kind == "video"
         names = ([source.path.with_suffix(".mp4").name] if self._video
                  else [path.name for path in source.files])
@@ -87,7 +90,8 @@ class OutputFolder:
         return self.folder / name
 
     def draw(self, frame: Frame, faces: Sequence[Face]) -> None:
-        canvas = cv2.cvtColor(draw_faces(frame.rgb, faces, self.identities), cv2.COLOR_RGB2BGR)
+        canvas = cv2.cvtColor(draw_faces(frame.rgb, faces, self.identities,
+                                         **self.draw_options), cv2.COLOR_RGB2BGR)
         if self._video:
             self._add_frame(canvas)
             return
