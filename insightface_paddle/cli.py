@@ -114,6 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # disk full, permission denied, ... while writing results
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except MemoryError:
+        print("error: out of memory (lower --max_megapixels or --max_batch_size)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
