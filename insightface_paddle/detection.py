@@ -69,8 +69,14 @@ def normalization_from_infer_cfg(folder: Path) -> Normalization | None:
         return None
     step = steps[0]
     unit = 255.0 if step.get("is_scale", True) else 1.0
-    mean = tuple(float(v) * unit for v in step["mean"])
-    std = tuple(float(v) * unit for v in step["std"])
+    try:
+        mean = tuple(float(v) * unit for v in step["mean"])
+        std = tuple(float(v) * unit for v in step["std"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InsightFaceError(f"{path}: NormalizeImage needs numeric mean and std ({exc})"
+                               ) from None
+    if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
+        raise InsightFaceError(f"{path}: NormalizeImage needs 3 means and 3 positive stds")
     return Normalization(mean, std, "RGB")  # type: ignore[arg-type]
 
 

@@ -113,7 +113,7 @@ def load_legacy_index(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarr
     if not all(isinstance(f, np.ndarray) and f.dtype.kind == "f" for f in features):
         raise fail("features must be float arrays")
     if not features:
-        return labels, np.zeros((0, 0), np.float32)
+        raise fail("it holds no entries")
     sizes = {f.size for f in features}
     if len(sizes) != 1:
         raise fail(f"features have different sizes {sorted(sizes)}")

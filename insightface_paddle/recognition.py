@@ -122,6 +122,16 @@ def crop_face(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     return crop_padded(image, face_square(box))
 
 
+def input_size_from_meta(size: object, folder: Path) -> tuple[int, int]:
+    """`model_meta.json`'s input size [width, height]: two positive integers."""
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096
+                       for v in size)):
+        raise InsightFaceError(f"{folder}/model_meta.json: input size must be [width, height] "
+                               f"in pixels (integers 1..4096), got {size!r}")
+    return size[0], size[1]
+
+
 class FaceEmbedder:
     def __init__(self, predictor: Predictor, name: str,
                  normalization: Normalization = FACE_NORMALIZATION,
@@ -149,7 +159,7 @@ class FaceEmbedder:
             kwargs.setdefault("normalization", normalization_from_meta(meta, folder))
             size = meta.get("input", {}).get("size")
             if size:
-                kwargs.setdefault("input_size", (int(size[0]), int(size[1])))
+                kwargs.setdefault("input_size", input_size_from_meta(size, folder))
             name = name or meta.get("name")
         width, height = kwargs.get("input_size", INPUT_SIZE)
         probe = np.zeros((1, 3, height, width), np.float32)
