@@ -343,9 +343,7 @@ class FaceIndex:
         The old file does not say which model made it: `model` is the caller's statement (the
         old tool's default was MobileFace). Its features were embedded from BGR whole photos.
         """
-        labels, features = load_legacy_index(path)
-        if not labels:
-            raise InsightFaceError(f"{path}: the old index holds no entries")
+        labels, features = load_legacy_index(path)  # refuses an empty one
         if features.shape[1] != model.embedding_size:
             raise InsightFaceError(f"{path}: features are {features.shape[1]}-D but "
                                    f"{model.describe()} gives {model.embedding_size}-D")
