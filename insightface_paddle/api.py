@@ -27,11 +27,12 @@ from tqdm import tqdm
 from . import __version__, zoo
 from .detection import FaceDetector
 from .errors import InsightFaceError
+from .face_crops import KEYPOINT_MODEL, WHOLE_IMAGE, FaceCrop, FaceCropper, make_cropper
 from .gallery import scan_gallery
 from .index import UNKNOWN, Candidate, FaceIndex
 from .media import Frame, as_rgb, read_image
 from .predictor import PredictorOptions
-from .recognition import FaceEmbedder, crop_face, l2_normalize
+from .recognition import FaceEmbedder, l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ ImageLike = Union[str, os.PathLike, np.ndarray]
 #: 0.357); 0.40 keeps a margin above that and rejects fewer genuine single-photo pairs than the
 #: old tool's 0.45 (25% against 35%). Galleries with several photos per person do better.
 REC_THRESH = 0.40
+#: the index's "faces" value for galleries of detected faces
+DETECTED_FACES = "largest detected face"
 
 
 @dataclass
@@ -57,6 +60,13 @@ class Face:
     candidates: list[Candidate] = field(default_factory=list)
     #: unit-length embedding, None when recognition is off
     embedding: np.ndarray | None = None
+    #: keypoints [P, 2] in input pixels (MediaPipe's order: right eye, left eye, nose tip,
+    #: mouth centre, right and left ear tragion), None without the landmark stage or when it
+    #: found none
+    landmarks: np.ndarray | None = None
+    #: what the recognizer saw: "aligned", "face square", "face square (no keypoints found)"
+    #: or "whole image" (see face_crops.py); None when nothing was cropped
+    crop: str | None = None
 
     def to_dict(self, with_embedding: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -66,6 +76,9 @@ class Face:
             "similarity": None if self.similarity is None else round(self.similarity, 4),
             "candidates": [{"label": c.label, "similarity": round(c.similarity, 4)}
                            for c in self.candidates],
+            "landmarks": None if self.landmarks is None else
+            [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
+            "crop": self.crop,
         }
         if with_embedding and self.embedding is not None:
             out["embedding"] = [float(v) for v in self.embedding]
@@ -77,6 +90,8 @@ class InsightFace:
 
     `det_model` / `rec_model`: a zoo name or a model folder; pass None to switch a stage off
     (no detector: each image is one face). `index`: an index file or a `FaceIndex`.
+    `align`: the crop policy (face_crops.py), "keypoints" or "none"; None picks keypoints when
+    `landmark_model` (a zoo name or a model folder) is available.
     """
 
     def __init__(self, det_model: str | os.PathLike | None = "BlazeFace",
@@ -85,7 +100,9 @@ class InsightFace:
                  det_thresh: float = 0.5, rec_thresh: float = REC_THRESH, cdd_num: int = 5,
                  max_batch_size: int = 8, det_max_side: int = 640,
                  approximate_search: bool = False, use_gpu: bool = False,
-                 cpu_threads: int | None = None, enable_mkldnn: bool = True) -> None:
+                 cpu_threads: int | None = None, enable_mkldnn: bool = True,
+                 align: str | None = None,
+                 landmark_model: str | os.PathLike = KEYPOINT_MODEL) -> None:
         if det_model is None and rec_model is None:
             raise InsightFaceError("nothing to do: enable detection, recognition or both")
         if not 0.0 <= det_thresh <= 1.0:
@@ -104,10 +121,14 @@ class InsightFace:
         self.cdd_num = cdd_num
         self.approximate_search = approximate_search
         self.detector = self.embedder = None
+        self.cropper = FaceCropper("none")
         if det_model is not None:
             self.detector = FaceDetector.from_folder(
                 zoo.resolve(det_model, "detection"), options, threshold=det_thresh,
                 max_side=det_max_side)
+            self.cropper = make_cropper(align, landmark_model, options)
+        elif align == "keypoints":
+            raise InsightFaceError("--align keypoints needs a detection model")
         if rec_model is not None:
             folder = zoo.resolve(rec_model, "recognition")
             name = str(rec_model) if str(rec_model) in zoo.ZOO else None
@@ -122,6 +143,12 @@ class InsightFace:
         embedder = self._need_embedder("an index")
         loaded = index if isinstance(index, FaceIndex) else FaceIndex.load(index)
         loaded.check_model(embedder.signature)
+        built = loaded.info.get("align", "none")
+        if loaded.info.get("faces") == DETECTED_FACES and built != self.cropper.align:
+            raise InsightFaceError(
+                f"the index was built from faces cropped with --align {built} but faces are now "
+                f"cropped with --align {self.cropper.align}: pass --align {built} or rebuild the "
+                "index")
         order = loaded.info.get("channel_order", embedder.normalization.channel_order)
         if order != embedder.normalization.channel_order:
             log.warning("the index was embedded from %s photos (%s) but faces are embedded as "
@@ -135,16 +162,18 @@ class InsightFace:
                     progress: bool = True) -> FaceIndex:
         """Embed a gallery (sub-folder per identity, or `label_file`) into a new or `base` index.
 
-        With `detect_faces`, the face square of the largest detected face of each photo is
-        embedded, as query faces are (photos without a face are an error); otherwise the whole
-        photo is, as the old tool did (in RGB here).
+        With `detect_faces`, the largest detected face of each photo is cropped by the crop
+        policy and embedded, as query faces are (photos without a face are an error); otherwise
+        the whole photo is, as the old tool did (in RGB here).
         """
         embedder = self._need_embedder("building an index")
         if detect_faces and self.detector is None:
             raise InsightFaceError("detecting gallery faces needs a detection model")
         entries = scan_gallery(img_dir, label_file)
         policy = {"channel_order": embedder.normalization.channel_order,
-                  "faces": "largest detected face" if detect_faces else "whole photo"}
+                  "faces": DETECTED_FACES if detect_faces else "whole photo"}
+        if detect_faces:
+            policy["align"] = self.cropper.align
         index = base if base is not None else FaceIndex(embedder.signature)
         index.check_model(embedder.signature)
         if len(index):
@@ -152,8 +181,8 @@ class InsightFace:
                 if index.info.get(key, value) != value:
                     raise InsightFaceError(
                         f"the index holds {key} '{index.info[key]}' embeddings; adding "
-                        f"'{value}' ones would mix two kinds (use --detect_gallery as when it "
-                        "was built, or rebuild it)")
+                        f"'{value}' ones would mix two kinds (use --detect_gallery and --align "
+                        "as when it was built, or rebuild it)")
         chunk = embedder.max_batch_size
         parts = []
         bar = tqdm(total=len(entries), desc="index", unit="photo", disable=not progress,
@@ -161,7 +190,8 @@ class InsightFace:
         with bar:
             for start in range(0, len(entries), chunk):
                 part = entries[start:start + chunk]
-                crops = [self._gallery_face(read_image(p), p, detect_faces) for p, _ in part]
+                crops = [self._gallery_face(read_image(p), p, detect_faces).image
+                         for p, _ in part]
                 parts.append(embedder.run(embedder.preprocess_images(crops)))
                 bar.update(len(part))
         index.add([label for _, label in entries], np.concatenate(parts),
@@ -172,15 +202,15 @@ class InsightFace:
         })
         return index
 
-    def _gallery_face(self, rgb: np.ndarray, path: Path, detect_faces: bool) -> np.ndarray:
+    def _gallery_face(self, rgb: np.ndarray, path: Path, detect_faces: bool) -> FaceCrop:
         if not detect_faces:
-            return rgb
+            return FaceCrop(rgb, WHOLE_IMAGE)
         assert self.detector is not None
         boxes = self.detector.detect(rgb)
         if not len(boxes):
             raise InsightFaceError(f"{path}: no face found (lower --det_thresh or drop the photo)")
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        return crop_face(rgb, boxes[int(np.argmax(areas))])
+        return self.cropper.crop(rgb, boxes[int(np.argmax(areas))][None])[0]
 
     # -- prediction -----------------------------------------------------------------------
     def detect(self, image: ImageLike, channel_order: str = "bgr") -> np.ndarray:
@@ -191,9 +221,12 @@ class InsightFace:
 
     def embed(self, image: ImageLike, boxes: np.ndarray | None = None,
               channel_order: str = "bgr") -> np.ndarray:
-        """Unit embeddings [K, D] of the faces in `boxes` ([K, >=4]), or of the whole image."""
+        """Unit embeddings [K, D] of the faces in `boxes` ([K, >=4]), cropped by the crop
+        policy, or of the whole image."""
         embedder = self._need_embedder("embedding")
-        return embedder.embed(_to_rgb(image, channel_order), boxes)
+        rgb = _to_rgb(image, channel_order)
+        crops = [rgb] if boxes is None else [c.image for c in self.cropper.crop(rgb, boxes)]
+        return l2_normalize(embedder.run(embedder.preprocess_images(crops)))
 
     def predict(self, image: ImageLike, channel_order: str = "bgr") -> list[Face]:
         return self.predict_rgb(_to_rgb(image, channel_order))
@@ -205,9 +238,15 @@ class InsightFace:
         else:
             boxes = np.array([[0, 0, width, height, 1.0]], np.float32)
         faces = [Face(tuple(float(v) for v in b[:4]), float(b[4])) for b in boxes]
-        if self.embedder is None or not faces:
+        if not faces or (self.embedder is None and self.cropper.keypoints is None):
             return faces
-        raw = self.embedder.run(self.embedder.preprocess(rgb, boxes))
+        crops = self.cropper.crop(rgb, boxes) if self.detector is not None else [
+            FaceCrop(rgb, WHOLE_IMAGE)]
+        for face, crop in zip(faces, crops):
+            face.landmarks, face.crop = crop.landmarks, crop.crop
+        if self.embedder is None:
+            return faces
+        raw = self.embedder.run(self.embedder.preprocess_images([c.image for c in crops]))
         embeddings = l2_normalize(raw)
         for face, embedding in zip(faces, embeddings):
             face.embedding = embedding

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .api import REC_THRESH, Face, InsightFace
 from .draw import draw_faces
 from .errors import InsightFaceError
+from .face_crops import ALIGN_CHOICES, KEYPOINT_MODEL
 from .fileio import atomic_open, atomic_path
 from .index import FaceIndex
 from .media import InputSource
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--output", help="folder for drawn images / video (default: none)")
     task.add_argument("--json", action="store_true",
                       help="print results as JSON on stdout instead of a table")
+    task.add_argument("--draw_landmarks", action="store_true",
+                      help="with --output: also draw each face's keypoints")
     idx = p.add_argument_group("index")
     idx.add_argument("--index", help="index file (.npz); with --build_index, the one to extend")
     idx.add_argument("--build_index", metavar="OUT", help="write an index (.npz) and exit")
@@ -68,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--det_model", default="BlazeFace", help="zoo name or model folder")
     mod.add_argument("--rec_model", default="MobileFace",
                      help="zoo name (MobileFace, ArcFace) or model folder")
+    mod.add_argument("--align", choices=ALIGN_CHOICES, default=None,
+                     help="crop of each face for recognition: 'keypoints' warps it onto the "
+                          "ArcFace template by its landmarks, 'none' takes the face square "
+                          "(default: keypoints when --landmark_model is available)")
+    mod.add_argument("--landmark_model", default=KEYPOINT_MODEL,
+                     help="keypoint model: zoo name or model folder (default %(default)s)")
     mod.add_argument("--use_gpu", type=str2bool, nargs="?", const=True, default=False)
     mod.add_argument("--cpu_threads", type=int, default=None)
     mod.add_argument("--enable_mkldnn", type=str2bool, nargs="?", const=True, default=True,
@@ -126,7 +135,8 @@ def make_app(args: argparse.Namespace, det: bool, rec: bool,
         index=index, det_thresh=args.det_thresh, rec_thresh=args.rec_thresh,
         cdd_num=args.cdd_num, max_batch_size=args.max_batch_size,
         det_max_side=args.det_max_side, approximate_search=args.approximate, use_gpu=args.use_gpu,
-        cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn)
+        cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn, align=args.align,
+        landmark_model=args.landmark_model)
 
 
 def build_index(args: argparse.Namespace) -> int:
@@ -191,12 +201,14 @@ def predict(app: InsightFace, source: InputSource, args: argparse.Namespace) -> 
     frames = tqdm(iter(source), total=len(source), desc="predict", unit=unit, file=sys.stderr,
                   disable=len(source) < 2)
     if output is not None and source.kind == "video":
-        pairs = write_video(app.predict_frames(frames), source, output, identities)
+        pairs = write_video(app.predict_frames(frames), source, output, identities,
+                            args.draw_landmarks)
     else:
         pairs = app.predict_frames(frames)
     for frame, faces in pairs:
         if output is not None and source.kind != "video":
-            write_image(output / frame.name, draw_faces(frame.rgb, faces, identities))
+            write_image(output / frame.name,
+                        draw_faces(frame.rgb, faces, identities, args.draw_landmarks))
         results.append((frame.name, faces))
     if args.json:
         payload = {"results": [{"file": name, "faces": [f.to_dict() for f in faces]}
@@ -232,7 +244,8 @@ def write_image(path: Path, rgb) -> None:
         handle.write(data.tobytes())
 
 
-def write_video(pairs, source: InputSource, output: Path, identities: list[str]):
+def write_video(pairs, source: InputSource, output: Path, identities: list[str],
+                landmarks: bool = False):
     """Pass (frame, faces) through while drawing them into `output/<video name>` atomically."""
     target = output / source.path.with_suffix(".mp4").name
     writer = None
@@ -245,7 +258,7 @@ def write_video(pairs, source: InputSource, output: Path, identities: list[str])
                                              source.fps, (width, height))
                     if not writer.isOpened():
                         raise InsightFaceError(f"{target}: cannot write video")
-                writer.write(cv2.cvtColor(draw_faces(frame.rgb, faces, identities),
+                writer.write(cv2.cvtColor(draw_faces(frame.rgb, faces, identities, landmarks),
                                           cv2.COLOR_RGB2BGR))
                 yield frame, faces
         finally:
