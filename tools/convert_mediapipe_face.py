@@ -1,7 +1,9 @@
 """Make the `BlazeFaceKeypoints` model folder from MediaPipe's short-range face detector.
 
-    python tools/convert_mediapipe_face.py --output ~/.insightface_paddle/blazeface_keypoints_mediapipe_0.10.14
-    python tools/convert_mediapipe_face.py --source face_detection_short_range.tflite --output DIR
+    python tools/convert_mediapipe_face.py \
+        --output ~/.insightface_paddle/blazeface_keypoints_mediapipe_0.10.14
+    python tools/convert_mediapipe_face.py --source face_detection_short_range.tflite \
+        --output DIR
 
 Without --source, the `mediapipe==0.10.14` wheel is fetched with pip and its sha256 checked.
 """
