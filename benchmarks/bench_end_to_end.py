@@ -4,7 +4,9 @@ predictor calls that work needs, measured side by side in one run.
 "Bare" = the same `paddle.inference` predictors run on already prepared inputs (every pyramid
 pass of the detector, the recognizer on the face batch); "end to end" = `InsightFace.predict` on
 the decoded image, including preprocessing, non-maximum suppression, cropping, search and the
-result objects. The ratio is the project's overhead (1.00 = none).
+result objects. The ratio is the project's overhead (1.00 = none). The landmark stage's cost:
+`predict` with `--align keypoints` (keypoint model on every face, similarity warp) against
+`--align none` (face squares), timed call by call in the same loop.
 Run: INSIGHTFACE_PADDLE_SHARED=../shared python benchmarks/bench_end_to_end.py
 """
 
@@ -40,8 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     shared = Path(args.shared)
     os.environ.setdefault(zoo.HOME_ENV, str(shared / "models"))
-    app = InsightFace()
+    app = InsightFace(align="none")
     app.set_index(app.build_index(shared / "demo/friends/gallery", progress=False))
+    aligned = InsightFace(align="keypoints", index=app.index)
     rgb = read_image(shared / "demo/friends/query/friends2.jpg")
     detector, embedder = app.detector, app.embedder
 
@@ -59,16 +62,24 @@ def main() -> None:
     def end_to_end() -> None:
         app.predict_rgb(rgb)
 
-    bare(), end_to_end()  # warm-up: oneDNN compiles kernels per input shape
-    # alternate call by call so load on the machine hits both alike
-    pairs = np.array([(timed(bare), timed(end_to_end)) for _ in range(args.repeats)])
-    bare_s, e2e_s = np.median(pairs, axis=0)
+    def with_landmarks() -> None:
+        aligned.predict_rgb(rgb)
+
+    bare(), end_to_end(), with_landmarks()  # warm-up: oneDNN compiles kernels per input shape
+    # alternate call by call so load on the machine hits all alike
+    runs = np.array([(timed(bare), timed(end_to_end), timed(with_landmarks))
+                     for _ in range(args.repeats)])
+    bare_s, e2e_s, aligned_s = np.median(runs, axis=0)
     table = PrettyTable(["friends2.jpg (1920x1080, 6 faces)", "ms per image"])
     table.add_row([f"bare predictor calls ({len(det_feeds)} detector passes, "
                    f"{len(rec_batches)} recognizer batch)", f"{bare_s * 1000:.1f}"])
-    table.add_row(["InsightFace.predict end to end", f"{e2e_s * 1000:.1f}"])
+    table.add_row(["InsightFace.predict end to end (--align none)", f"{e2e_s * 1000:.1f}"])
+    table.add_row(["InsightFace.predict end to end (--align keypoints)",
+                   f"{aligned_s * 1000:.1f}"])
     print(table)
     print(f"overhead ratio end-to-end / bare = {e2e_s / bare_s:.3f}")
+    print(f"landmark stage: --align keypoints / --align none = {aligned_s / e2e_s:.3f} "
+          f"(median of per-run ratios {np.median(runs[:, 2] / runs[:, 1]):.3f})")
 
 
 if __name__ == "__main__":
