@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
 #: Default cosine threshold for naming a face. On the raw LFW pairs through this pipeline
-#: (MobileFace, face squares, no flip) no impostor pair reaches 0.36 (the highest of 300 is
-#: 0.357); 0.40 keeps a margin above that and rejects fewer genuine single-photo pairs than the
-#: old tool's 0.45 (25% against 35%). Galleries with several photos per person do better.
+#: (MobileFace, no flip) no impostor pair reaches 0.36 (the highest of 300 is 0.357 with face
+#: squares, 0.283 aligned by keypoints); 0.40 keeps a margin above that and rejects fewer genuine
+#: single-photo pairs than the old tool's 0.45 (25% against 35%, face squares). Galleries with
+#: several photos per person do better.
 REC_THRESH = 0.40
 #: the index's "faces" value for galleries of detected faces
 DETECTED_FACES = "largest detected face"
