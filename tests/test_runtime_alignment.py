@@ -192,3 +192,16 @@ def test_cli_align_and_draw_landmarks(capsys, model_home, shared, tmp_path):
     assert code == 1 and err.count("\n") == 1 and "nowhere" in err
     with pytest.raises(SystemExit):
         main(["--det", "--input", photo, "--align", "affine"])
+
+
+def test_default_policy_without_the_model_says_how_to_make_it(tmp_path, monkeypatch, caplog):
+    from insightface_paddle import zoo
+    from insightface_paddle.face_crops import make_cropper
+
+    monkeypatch.setenv(zoo.HOME_ENV, str(tmp_path))  # a cache without BlazeFaceKeypoints
+    with caplog.at_level("WARNING"):
+        assert make_cropper(None).align == "none"
+    (record,) = caplog.records
+    assert "--align none" in record.message and "convert_mediapipe_face.py" in record.message
+    with pytest.raises(InsightFaceError, match="make it with"):
+        make_cropper("keypoints")
