@@ -178,10 +178,13 @@ class InsightFace:
         index = base if base is not None else FaceIndex(embedder.signature)
         index.check_model(embedder.signature)
         if len(index):
+            built = dict(index.info)
+            if built.get("faces") == DETECTED_FACES:
+                built.setdefault("align", "none")  # indexes made before alignment existed
             for key, value in policy.items():
-                if index.info.get(key, value) != value:
+                if built.get(key, value) != value:
                     raise InsightFaceError(
-                        f"the index holds {key} '{index.info[key]}' embeddings; adding "
+                        f"the index holds {key} '{built[key]}' embeddings; adding "
                         f"'{value}' ones would mix two kinds (use --detect_gallery and --align "
                         "as when it was built, or rebuild it)")
         chunk = embedder.max_batch_size

@@ -159,8 +159,15 @@ def test_index_refuses_to_mix_crop_policies(app, model_home, shared, tmp_path):
     with pytest.raises(InsightFaceError, match="align 'keypoints' embeddings; adding 'none'"):
         squares.build_index(gallery, tmp_path / "ross.txt", detect_faces=True, base=aligned,
                             progress=False)
-    squares.set_index(squares.build_index(gallery, tmp_path / "ross.txt", detect_faces=True,
-                                          progress=False))
+    old = squares.build_index(gallery, tmp_path / "ross.txt", detect_faces=True,
+                              progress=False)
+    squares.set_index(old)
+    del old.info["align"]  # an index from before alignment: face squares
+    with pytest.raises(InsightFaceError, match="align 'none' embeddings; adding 'keypoints'"):
+        app.build_index(gallery, tmp_path / "ross.txt", detect_faces=True, base=old,
+                        progress=False)
+    with pytest.raises(InsightFaceError, match="--align none"):
+        app.set_index(old)
     with pytest.raises(InsightFaceError, match="--align keypoints needs a detection model"):
         InsightFace(det_model=None, align="keypoints")
 
