@@ -8,7 +8,9 @@ On friends2.jpg (1920x1080, 6 faces), side by side, alternating call by call:
   old way       the old insight-face-paddle tool's core on the same predictors: the image
                 stretched to 640x640, one detector pass, then one recogniser call per face and a
                 search per face;
-  old way bare  the predictor calls of the old way alone.
+  old way bare  the predictor calls of the old way alone;
+  aligned       `predict` with `--align keypoints` (keypoint model on every face, similarity
+                warp), against `predict` with `--align none` (face squares): the landmark cost.
 Printed: predict / bare (the project's overhead, 1.00 = none) and old way / predict (the speed-up).
 Run: INSIGHTFACE_PADDLE_SHARED=../shared python benchmarks/bench_end_to_end.py
 """
@@ -65,8 +67,9 @@ def main() -> None:
     args = parser.parse_args()
     shared = Path(args.shared)
     os.environ.setdefault(zoo.HOME_ENV, str(shared / "models"))
-    app = InsightFace(cpu_threads=args.cpu_threads)
+    app = InsightFace(align="none", cpu_threads=args.cpu_threads)
     app.set_index(app.build_index(shared / "demo/friends/gallery", progress=False))
+    aligned = InsightFace(align="keypoints", index=app.index, cpu_threads=args.cpu_threads)
     rgb = read_image(shared / "demo/friends/query/friends2.jpg")
     detector, embedder = app.detector, app.embedder
     rec_input = embedder.predictor.input_names[0]
@@ -90,7 +93,8 @@ def main() -> None:
             embedder.predictor.run({rec_input: face[None]})
 
     runs = {"bare": bare, "predict": lambda: app.predict_rgb(rgb),
-            "old": lambda: old_way(app, rgb), "old_bare": old_bare}
+            "old": lambda: old_way(app, rgb), "old_bare": old_bare,
+            "aligned": lambda: aligned.predict_rgb(rgb)}
     for run in runs.values():  # warm-up: oneDNN compiles kernels per input shape
         run()
         run()
@@ -107,9 +111,12 @@ def main() -> None:
     table.add_row([f"old tool's way (one 640x640 pass, {old_faces} recogniser calls)",
                    f"{ms['old']:.1f}"])
     table.add_row(["bare predictor calls of the old way", f"{ms['old_bare']:.1f}"])
+    table.add_row(["InsightFace.predict with --align keypoints", f"{ms['aligned']:.1f}"])
     print(table)
     print(f"overhead ratio predict / bare = {ms['predict'] / ms['bare']:.3f}")
     print(f"speed-up old way / predict = {ms['old'] / ms['predict']:.3f}")
+    print(f"landmark stage: --align keypoints / --align none = "
+          f"{ms['aligned'] / ms['predict']:.3f}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
-"""What alignment is worth: LFW accuracy of the runtime's pipeline on raw photos vs aligned faces.
+"""What alignment is worth: LFW accuracy of the runtime's pipeline on raw photos, per crop policy.
 
-On `lfw_raw/` (600 pairs of raw 250x250 photos, 10 folds of 60), every row embeds with the
-published MobileFace, adds the embedding of the mirrored face (flip) and scores with the one
-10-fold protocol (arcface_paddle.evaluation). BlazeFace detects; the face at the photo centre is
-  pipeline            cropped as `insightfacepaddle` does it (the face square of its box);
-  stretched box       cropped by its box and stretched to 112x112 (the old tool's crop);
-  aligned             (no detector) warped onto the 112x112 ArcFace template by the given five
-                      landmarks: the alignment the model was trained with.
-Also printed: the old tool's detection (stretch to 640x640, threshold 0.8) on the same photos, and
-where the template square sits relative to the detector box (the runtime's crop constants).
+On `lfw_raw/` (600 pairs of raw 250x250 photos, 10 folds of 60) every row embeds with the
+published MobileFace and scores with the one 10-fold protocol (arcface_paddle.evaluation), once
+as `InsightFace.predict` returns the embedding and once adding the mirrored crop's embedding
+(flip). The face is the detected one holding the photo centre (LFW centres the subject):
+  --align keypoints   `InsightFace.predict`: keypoints of MediaPipe's BlazeFace, similarity warp
+                      onto the ArcFace template (the default when BlazeFaceKeypoints is there);
+  --align none        `InsightFace.predict`: the face square of the detector box;
+  stretched box       the box stretched to 112x112 (the old tool's crop);
+  true landmarks      (no detector) the same warp by the dataset's five landmarks: the ceiling.
+Also printed: how far the keypoints lie from the true landmarks, the highest impostor
+similarity per row (for the recognition threshold) and where the template square sits relative
+to the detector box (the face square's constants).
 Run: INSIGHTFACE_PADDLE_SHARED=../shared python benchmarks/bench_lfw_raw_pipeline.py
+(the model zoo cache must hold BlazeFaceKeypoints: see tools/convert_mediapipe_face.py).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import os
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 from prettytable import PrettyTable
 from tqdm import tqdm
@@ -28,30 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arcface_paddle.evaluation import ten_fold_accuracy
 from benchmarks.lfw_raw import read_landmarks, read_pairs
-from insightface_paddle import zoo
-from insightface_paddle.detection import FaceDetector
+from insightface_paddle import InsightFace, zoo
+from insightface_paddle.alignment import ARCFACE_TEMPLATE, similarity_transform, warp_to_template
+from insightface_paddle.face_crops import ALIGNED, FALLBACK
 from insightface_paddle.media import read_image
-from insightface_paddle.recognition import (
-    FaceEmbedder,
-    crop_face,
-    crop_padded,
-    flip_embedding,
-    l2_normalize,
-)
-
-#: where insightface's 112x112 training crops put the five landmarks
-ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                             [41.5493, 92.3655], [70.7299, 92.2041]], np.float32)
-
-
-def align(rgb: np.ndarray, points: np.ndarray) -> np.ndarray:
-    matrix, _ = cv2.estimateAffinePartial2D(points, ARCFACE_TEMPLATE, method=cv2.LMEDS)
-    return cv2.warpAffine(rgb, matrix, (112, 112), borderValue=0)
+from insightface_paddle.recognition import FaceEmbedder, crop_padded, flip_embedding, l2_normalize
 
 
 def template_square_vs_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Where the 112x112 template square lies relative to the box: (dx, dy, side) / box side."""
-    matrix, _ = cv2.estimateAffinePartial2D(ARCFACE_TEMPLATE, points, method=cv2.LMEDS)
+    matrix = similarity_transform(ARCFACE_TEMPLATE, points)
     corners = np.array([[0, 0, 1], [112, 0, 1], [0, 112, 1], [112, 112, 1]], np.float32)
     corners = corners @ matrix.T
     side = max(box[2] - box[0], box[3] - box[1])
@@ -59,31 +48,25 @@ def template_square_vs_box(points: np.ndarray, box: np.ndarray) -> np.ndarray:
     return np.array([*centre, np.linalg.norm(corners[1] - corners[0])]) / side
 
 
-def central_face(boxes: np.ndarray, height: int, width: int) -> np.ndarray | None:
-    """The best-scoring box holding the photo centre (LFW centres the subject), else the best."""
+def central(boxes: np.ndarray, height: int, width: int) -> int | None:
+    """Index of the best-scoring box holding the photo centre, else of the best box."""
     if not len(boxes):
         return None
     cx, cy = width / 2, height / 2
-    central = boxes[(boxes[:, 0] <= cx) & (boxes[:, 2] >= cx) &
-                    (boxes[:, 1] <= cy) & (boxes[:, 3] >= cy)]
-    return (central if len(central) else boxes)[0]
-
-
-def old_tool_finds_face(detector: FaceDetector, rgb: np.ndarray) -> bool:
-    """The old tool: stretch to 640x640, ImageNet normalisation, threshold 0.8."""
-    height, width = rgb.shape[:2]
-    stretched = cv2.resize(rgb, (640, 640)).astype(np.float32)
-    mean = np.array([0.485, 0.456, 0.406], np.float32) * 255
-    std = np.array([0.229, 0.224, 0.225], np.float32) * 255
-    feeds = {"image": ((stretched - mean) / std).transpose(2, 0, 1)[None],
-             "im_shape": np.array([[640, 640]], np.float32),
-             "scale_factor": np.array([[640 / height, 640 / width]], np.float32)}
-    rows = detector.predictor.run(feeds)[0]
-    return bool(np.any((rows[:, 0] > -1) & (rows[:, 1] > 0.8)))
+    inside = np.flatnonzero((boxes[:, 0] <= cx) & (boxes[:, 2] >= cx) &
+                            (boxes[:, 1] <= cy) & (boxes[:, 3] >= cy))
+    return int(inside[0]) if len(inside) else 0
 
 
 def embed_with_flip(embedder: FaceEmbedder, crops: list[np.ndarray]) -> np.ndarray:
     return l2_normalize(flip_embedding(embedder.run, embedder.preprocess_images(crops)))
+
+
+def keypoint_error(points: np.ndarray, truth: np.ndarray) -> float:
+    """Mean distance of eyes, nose and mouth centre to the true ones / inter-ocular distance."""
+    true4 = np.stack([truth[0], truth[1], truth[2], truth[3:5].mean(axis=0)])
+    return float(np.linalg.norm(points[:4] - true4, axis=1).mean() /
+                 np.linalg.norm(truth[1] - truth[0]))
 
 
 def main() -> None:
@@ -94,45 +77,75 @@ def main() -> None:
     shared = Path(args.shared)
     root = shared / "data" / "lfw_raw"
     os.environ.setdefault(zoo.HOME_ENV, str(shared / "models"))
-    detector = FaceDetector.from_folder(zoo.resolve("BlazeFace"))
-    embedder = FaceEmbedder.from_folder(zoo.resolve("MobileFace"), "MobileFace")
+    apps = {policy: InsightFace(align=policy) for policy in ("keypoints", "none")}
+    embedder = apps["none"].embedder
+    assert embedder is not None
     pairs, issame = read_pairs(root)
     landmarks = read_landmarks(root)
     photos = sorted({p for pair in pairs for p in pair})
 
-    rows = {"pipeline (face square)": {}, "stretched box (old crop)": {},
-            "aligned (landmarks)": {}}
-    found, old_found, geometry = 0, 0, []
-    for photo in tqdm(photos, desc="detect", unit="photo"):
+    plain: dict[str, dict[str, np.ndarray]] = {"--align keypoints": {}, "--align none": {}}
+    crops: dict[str, dict[str, np.ndarray]] = {
+        "--align keypoints": {}, "--align none": {}, "stretched box (old crop)": {},
+        "true landmarks": {}}
+    missed, fallbacks, errors, geometry = 0, 0, [], []
+    for photo in tqdm(photos, desc="predict", unit="photo"):
         rgb = read_image(root / "images" / photo)
-        box = central_face(detector.detect(rgb), *rgb.shape[:2])
-        old_found += old_tool_finds_face(detector, rgb)
-        rows["aligned (landmarks)"][photo] = align(rgb, landmarks[photo])
-        if box is None:  # counted below; the whole photo stands in
-            box = np.array([0, 0, rgb.shape[1], rgb.shape[0], 0], np.float32)
-        else:
-            found += 1
-            geometry.append(template_square_vs_box(landmarks[photo], box))
-        rows["pipeline (face square)"][photo] = crop_face(rgb, box)
-        rows["stretched box (old crop)"][photo] = crop_padded(rgb, box)
+        truth = landmarks[photo]
+        crops["true landmarks"][photo] = warp_to_template(rgb, truth, ARCFACE_TEMPLATE)
+        for policy, app in apps.items():
+            faces = app.predict_rgb(rgb)
+            boxes = np.array([f.box for f in faces], np.float32).reshape(-1, 4)
+            chosen = central(boxes, *rgb.shape[:2])
+            if chosen is None:  # counted; the whole photo stands in
+                missed += policy == "none"
+                box = np.array([0, 0, rgb.shape[1], rgb.shape[0]], np.float32)
+                crop = app.cropper.crop(rgb, box[None])[0]
+                plain[f"--align {policy}"][photo] = app.embed(rgb, box[None], "rgb")[0]
+            else:
+                face, box = faces[chosen], boxes[chosen]
+                crop = app.cropper.crop(rgb, box[None])[0]
+                plain[f"--align {policy}"][photo] = face.embedding
+            crops[f"--align {policy}"][photo] = crop.image
+            if policy == "keypoints":
+                fallbacks += crop.crop == FALLBACK
+                if crop.crop == ALIGNED:
+                    errors.append(keypoint_error(crop.landmarks, truth))
+            else:
+                crops["stretched box (old crop)"][photo] = crop_padded(rgb, box)
+                geometry.append(template_square_vs_box(truth, box))
 
-    table = PrettyTable(["faces", "detected", "LFW accuracy (10-fold)", "std"])
-    accuracies = {}
-    for name, faces in rows.items():
-        emb = dict(zip(photos, embed_with_flip(embedder, [faces[p] for p in photos])))
-        cosine = np.array([emb[a] @ emb[b] for a, b in pairs])
-        result = ten_fold_accuracy(cosine, issame)
-        accuracies[name] = result.accuracy
-        detected = "-" if name.startswith("aligned") else f"{found}/{len(photos)}"
-        table.add_row([name, detected, f"{result.accuracy:.4f}", f"{result.accuracy_std:.4f}"])
-    table.add_row(["old tool detection (640x640)", f"{old_found}/{len(photos)}", "-", "-"])
+    table = PrettyTable(["faces", "accuracy (predict)", "accuracy (+flip)", "std (+flip)",
+                         "top impostor cosine"])
+    accuracy = {}
+    for name, faces in crops.items():
+        rows = []
+        for embeddings in (plain.get(name), None):
+            if embeddings is None and rows:
+                embeddings = dict(zip(photos, embed_with_flip(embedder,
+                                                             [faces[p] for p in photos])))
+            if embeddings is None:
+                rows.append(None)
+                continue
+            cosine = np.array([embeddings[a] @ embeddings[b] for a, b in pairs])
+            rows.append((ten_fold_accuracy(cosine, issame), cosine[~issame].max()))
+        accuracy[name] = rows[1][0].accuracy
+        table.add_row([name, "-" if rows[0] is None else f"{rows[0][0].accuracy:.4f}",
+                       f"{rows[1][0].accuracy:.4f}", f"{rows[1][0].accuracy_std:.4f}",
+                       f"{(rows[0] or rows[1])[1]:.3f}"])
     print(table)
+    print(f"faces detected: {len(photos) - missed}/{len(photos)}; keypoints found: "
+          f"{len(photos) - fallbacks}/{len(photos)} (the rest fell back to the face square)")
+    print(f"keypoints vs true landmarks (eyes, nose, mouth centre): mean error "
+          f"{np.mean(errors):.3f}, 95th percentile {np.percentile(errors, 95):.3f} "
+          "x inter-ocular distance")
     dx, dy, side = np.median(np.asarray(geometry), axis=0)
     print(f"template square vs box (median over {len(geometry)} photos): centre offset "
           f"({dx:+.3f}, {dy:+.3f}) x side, side {side:.3f} x box side")
-    gap = accuracies["aligned (landmarks)"] - accuracies["pipeline (face square)"]
-    print(f"alignment is worth {gap * 100:+.2f} accuracy points over the pipeline on these "
-          f"{len(pairs)} pairs")
+    gap = accuracy["--align keypoints"] - accuracy["--align none"]
+    print(f"keypoint alignment is worth {gap * 100:+.2f} accuracy points (+flip) over the face "
+          f"square on these {len(pairs)} pairs; the true landmarks "
+          f"{(accuracy['true landmarks'] - accuracy['--align none']) * 100:+.2f}")
 
 
 if __name__ == "__main__":

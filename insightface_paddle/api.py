@@ -28,22 +28,26 @@ from . import __version__, zoo
 from .checks import DEFAULT_MAX_PIXELS, check_boxes, check_options
 from .detection import FaceDetector
 from .errors import InsightFaceError
+from .face_crops import KEYPOINT_MODEL, WHOLE_IMAGE, FaceCrop, FaceCropper, make_cropper
 from .fileio import sha256_file
 from .gallery import scan_gallery
 from .index import UNKNOWN, Candidate, FaceIndex
 from .media import Frame, as_rgb, read_image
 from .predictor import PredictorOptions
-from .recognition import FaceEmbedder, crop_face, l2_normalize
+from .recognition import FaceEmbedder, l2_normalize
 
 log = logging.getLogger(__name__)
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
 #: Default cosine threshold for naming a face. On the raw LFW pairs through this pipeline
-#: (MobileFace, face squares, no flip) no impostor pair reaches 0.36 (the highest of 300 is
-#: 0.357); 0.40 keeps a margin above that and rejects fewer genuine single-photo pairs than the
-#: old tool's 0.45 (25% against 35%). Galleries with several photos per person do better.
+#: (MobileFace, no flip) no impostor pair reaches 0.36 (the highest of 300 is 0.357 with face
+#: squares, 0.283 aligned by keypoints); 0.40 keeps a margin above that and rejects fewer genuine
+#: single-photo pairs than the old tool's 0.45 (25% against 35%, face squares). Galleries with
+#: several photos per person do better.
 REC_THRESH = 0.40
+#: the index's "faces" value for galleries of detected faces
+DETECTED_FACES = "largest detected face"
 
 
 @dataclass
@@ -59,6 +63,13 @@ class Face:
     candidates: list[Candidate] = field(default_factory=list)
     #: unit-length embedding, None when recognition is off
     embedding: np.ndarray | None = None
+    #: keypoints [P, 2] in input pixels (MediaPipe's order: right eye, left eye, nose tip,
+    #: mouth centre, right and left ear tragion), None without the landmark stage or when it
+    #: found none
+    landmarks: np.ndarray | None = None
+    #: what the recognizer saw: "aligned", "face square", "face square (no keypoints found)"
+    #: or "whole image" (see face_crops.py); None when nothing was cropped
+    crop: str | None = None
 
     def to_dict(self, with_embedding: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -68,6 +79,9 @@ class Face:
             "similarity": None if self.similarity is None else round(self.similarity, 4),
             "candidates": [{"label": c.label, "similarity": round(c.similarity, 4)}
                            for c in self.candidates],
+            "landmarks": None if self.landmarks is None else
+            [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
+            "crop": self.crop,
         }
         if with_embedding and self.embedding is not None:
             out["embedding"] = [float(v) for v in self.embedding]
@@ -79,6 +93,8 @@ class InsightFace:
 
     `det_model` / `rec_model`: a zoo name or a model folder; pass None to switch a stage off
     (no detector: each image is one face). `index`: an index file or a `FaceIndex`.
+    `align`: the crop policy (face_crops.py), "keypoints" or "none"; None picks keypoints when
+    `landmark_model` (a zoo name or a model folder) is available.
     """
 
     def __init__(self, det_model: str | os.PathLike | None = "BlazeFace",
@@ -88,7 +104,9 @@ class InsightFace:
                  max_batch_size: int = 8, det_max_side: int = 640,
                  approximate_search: bool = False, use_gpu: bool = False,
                  cpu_threads: int | None = None, enable_mkldnn: bool = True,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS,
+                 align: str | None = None,
+                 landmark_model: str | os.PathLike = KEYPOINT_MODEL) -> None:
         if det_model is None and rec_model is None:
             raise InsightFaceError("nothing to do: enable detection, recognition or both")
         check_options(det_thresh=det_thresh, rec_thresh=rec_thresh, cdd_num=cdd_num,
@@ -107,10 +125,14 @@ class InsightFace:
         self.cdd_num = cdd_num
         self.approximate_search = approximate_search
         self.detector = self.embedder = None
+        self.cropper = FaceCropper("none")
         if det_model is not None:
             self.detector = FaceDetector.from_folder(
                 zoo.resolve(det_model, "detection"), options, threshold=det_thresh,
                 max_side=det_max_side)
+            self.cropper = make_cropper(align, landmark_model, options)
+        elif align == "keypoints":
+            raise InsightFaceError("--align keypoints needs a detection model")
         if rec_model is not None:
             folder = zoo.resolve(rec_model, "recognition")
             name = str(rec_model) if str(rec_model) in zoo.ZOO else None
@@ -128,6 +150,12 @@ class InsightFace:
                                    f"{type(index).__name__}")
         loaded = index if isinstance(index, FaceIndex) else FaceIndex.load(index)
         loaded.check_model(embedder.signature)
+        built = loaded.info.get("align", "none")
+        if loaded.info.get("faces") == DETECTED_FACES and built != self.cropper.align:
+            raise InsightFaceError(
+                f"the index was built from faces cropped with --align {built} but faces are now "
+                f"cropped with --align {self.cropper.align}: pass --align {built} or rebuild the "
+                "index")
         order = loaded.info.get("channel_order", embedder.normalization.channel_order)
         if order != embedder.normalization.channel_order:
             log.warning("the index was embedded from %s photos (%s) but faces are embedded as "
@@ -141,11 +169,11 @@ class InsightFace:
                     progress: bool = True, shard: tuple[int, int] | None = None) -> FaceIndex:
         """Embed a gallery (sub-folder per identity, or `label_file`) into a new or `base` index.
 
-        With `detect_faces`, the face square of the largest detected face of each photo is
-        embedded, as query faces are (photos without a face are an error); otherwise the whole
-        photo is, as the old tool did (in RGB here). Photos whose file content is already in the
-        index are skipped (with a warning). `shard=(i, n)` embeds only the i-th of n equal
-        consecutive parts of the gallery (1-based): merging the n shards in order
+        With `detect_faces`, the largest detected face of each photo is cropped by the crop
+        policy and embedded, as query faces are (photos without a face are an error); otherwise
+        the whole photo is, as the old tool did (in RGB here). Photos whose file content is
+        already in the index are skipped (with a warning). `shard=(i, n)` embeds only the i-th of n
+        equal consecutive parts of the gallery (1-based): merging the n shards in order
         (`index.merge_files`) gives the index one build would.
         """
         embedder = self._need_embedder("building an index")
@@ -161,16 +189,21 @@ class InsightFace:
         if shard is not None:
             entries = shard_of(entries, *shard)
         policy = {"channel_order": embedder.normalization.channel_order,
-                  "faces": "largest detected face" if detect_faces else "whole photo"}
+                  "faces": DETECTED_FACES if detect_faces else "whole photo"}
+        if detect_faces:
+            policy["align"] = self.cropper.align
         index = base if base is not None else FaceIndex(embedder.signature)
         index.check_model(embedder.signature)
         if len(index):
+            built = dict(index.info)
+            if built.get("faces") == DETECTED_FACES:
+                built.setdefault("align", "none")  # indexes made before alignment existed
             for key, value in policy.items():
-                if index.info.get(key, value) != value:
+                if built.get(key, value) != value:
                     raise InsightFaceError(
-                        f"the index holds {key} '{index.info[key]}' embeddings; adding "
-                        f"'{value}' ones would mix two kinds (use --detect_gallery as when it "
-                        "was built, or rebuild it)")
+                        f"the index holds {key} '{built[key]}' embeddings; adding "
+                        f"'{value}' ones would mix two kinds (use --detect_gallery and --align "
+                        "as when it was built, or rebuild it)")
         entries, hashes = skip_known_photos(entries, index)
         chunk = embedder.max_batch_size
         parts = []
@@ -179,7 +212,7 @@ class InsightFace:
         with bar:
             for start in range(0, len(entries), chunk):
                 part = entries[start:start + chunk]
-                crops = [self._gallery_face(read_image(p, self.max_pixels), p, detect_faces)
+                crops = [self._gallery_face(read_image(p, self.max_pixels), p, detect_faces).image
                          for p, _ in part]
                 parts.append(embedder.run(embedder.preprocess_images(crops)))
                 bar.update(len(part))
@@ -192,15 +225,15 @@ class InsightFace:
         })
         return index
 
-    def _gallery_face(self, rgb: np.ndarray, path: Path, detect_faces: bool) -> np.ndarray:
+    def _gallery_face(self, rgb: np.ndarray, path: Path, detect_faces: bool) -> FaceCrop:
         if not detect_faces:
-            return rgb
+            return FaceCrop(rgb, WHOLE_IMAGE)
         assert self.detector is not None
         boxes = self.detector.detect(rgb)
         if not len(boxes):
             raise InsightFaceError(f"{path}: no face found (lower --det_thresh or drop the photo)")
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        return crop_face(rgb, boxes[int(np.argmax(areas))])
+        return self.cropper.crop(rgb, boxes[int(np.argmax(areas))][None])[0]
 
     # -- prediction -----------------------------------------------------------------------
     def detect(self, image: ImageLike, channel_order: str = "bgr") -> np.ndarray:
@@ -211,10 +244,15 @@ class InsightFace:
 
     def embed(self, image: ImageLike, boxes: np.ndarray | None = None,
               channel_order: str = "bgr") -> np.ndarray:
-        """Unit embeddings [K, D] of the faces in `boxes` ([K, >=4]), or of the whole image."""
+        """Unit embeddings [K, D] of the faces in `boxes` ([K, >=4]), cropped by the crop
+        policy, or of the whole image."""
         embedder = self._need_embedder("embedding")
         rgb = self._to_rgb(image, channel_order)
-        return embedder.embed(rgb, None if boxes is None else check_boxes(boxes, rgb.shape))
+        if boxes is None:
+            crops = [rgb]
+        else:
+            crops = [c.image for c in self.cropper.crop(rgb, check_boxes(boxes, rgb.shape))]
+        return l2_normalize(embedder.run(embedder.preprocess_images(crops)))
 
     def predict(self, image: ImageLike, channel_order: str = "bgr") -> list[Face]:
         return self.predict_rgb(self._to_rgb(image, channel_order))
@@ -226,9 +264,15 @@ class InsightFace:
         else:
             boxes = np.array([[0, 0, width, height, 1.0]], np.float32)
         faces = [Face(tuple(float(v) for v in b[:4]), float(b[4])) for b in boxes]
-        if self.embedder is None or not faces:
+        if not faces or (self.embedder is None and self.cropper.keypoints is None):
             return faces
-        raw = self.embedder.run(self.embedder.preprocess(rgb, boxes))
+        crops = self.cropper.crop(rgb, boxes) if self.detector is not None else [
+            FaceCrop(rgb, WHOLE_IMAGE)]
+        for face, crop in zip(faces, crops):
+            face.landmarks, face.crop = crop.landmarks, crop.crop
+        if self.embedder is None:
+            return faces
+        raw = self.embedder.run(self.embedder.preprocess_images([c.image for c in crops]))
         embeddings = l2_normalize(raw)
         for face, embedding in zip(faces, embeddings):
             face.embedding = embedding

@@ -17,6 +17,7 @@ from typing import NoReturn
 from .api import REC_THRESH, InsightFace
 from .checks import DEFAULT_MAX_PIXELS, check_options, check_range
 from .errors import InsightFaceError
+from .face_crops import ALIGN_CHOICES, KEYPOINT_MODEL
 from .fileio import exclusive_lock
 from .folders import folder_for_output
 from .gallery import scan_gallery
@@ -83,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("--output", help="folder for drawn images / video (default: none)")
     task.add_argument("--json", action="store_true",
                       help="print results as JSON on stdout instead of a table")
+    task.add_argument("--draw_landmarks", action="store_true",
+                      help="with --output: also draw each face's keypoints")
     idx = p.add_argument_group("index")
     idx.add_argument("--index", help="index file (.npz); with --build_index, the one to extend")
     idx.add_argument("--build_index", metavar="OUT", help="write an index (.npz) and exit")
@@ -109,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--det_model", default="BlazeFace", help="zoo name or model folder")
     mod.add_argument("--rec_model", default="MobileFace",
                      help="zoo name (MobileFace, ArcFace) or model folder")
+    mod.add_argument("--align", choices=ALIGN_CHOICES, default=None,
+                     help="crop of each face for recognition: 'keypoints' warps it onto the "
+                          "ArcFace template by its landmarks, 'none' takes the face square "
+                          "(default: keypoints when --landmark_model is available)")
+    mod.add_argument("--landmark_model", default=KEYPOINT_MODEL,
+                     help="keypoint model: zoo name or model folder (default %(default)s)")
     mod.add_argument("--use_gpu", type=str2bool, nargs="?", const=True, default=False)
     mod.add_argument("--cpu_threads", type=int, default=None)
     mod.add_argument("--enable_mkldnn", type=str2bool, nargs="?", const=True, default=True,
@@ -169,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
     index = FaceIndex.load(args.index) if args.rec else None
     source = InputSource(args.input, max_pixels(args))
     identities = index.identities if index is not None else []
-    output = OutputFolder(Path(args.output), source, identities) if args.output else None
+    output = (OutputFolder(Path(args.output), source, identities, landmarks=args.draw_landmarks)
+              if args.output else None)
     try:
         app = make_app(args, det=args.det, rec=args.rec, index=index)
         return predict(app, source, output, args)
@@ -197,8 +207,8 @@ def make_app(args: argparse.Namespace, det: bool, rec: bool,
         index=index, det_thresh=args.det_thresh, rec_thresh=args.rec_thresh,
         cdd_num=args.cdd_num, max_batch_size=args.max_batch_size,
         det_max_side=args.det_max_side, approximate_search=args.approximate, use_gpu=args.use_gpu,
-        cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn,
-        max_pixels=max_pixels(args))
+        cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn, align=args.align,
+        landmark_model=args.landmark_model, max_pixels=max_pixels(args))
 
 
 def build_index(args: argparse.Namespace) -> int:

@@ -38,7 +38,6 @@ from .predictor import (
 FACE_NORMALIZATION = Normalization((127.5, 127.5, 127.5), (127.5, 127.5, 127.5), "RGB")
 INPUT_SIZE = (112, 112)
 #: the ArcFace template square relative to a BlazeFace box (see the module docstring)
-SQUARE_SIDE = 1.0
 SQUARE_SHIFT_UP = 0.076
 
 
@@ -99,7 +98,7 @@ def flip_embedding(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -
 
 def face_square(box: np.ndarray) -> np.ndarray:
     """A detector box (x1, y1, x2, y2, ...) -> the square (x1, y1, x2, y2) to embed."""
-    side = max(box[2] - box[0], box[3] - box[1]) * SQUARE_SIDE
+    side = max(box[2] - box[0], box[3] - box[1])
     cx = (box[0] + box[2]) / 2
     cy = (box[1] + box[3]) / 2 - SQUARE_SHIFT_UP * side
     return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)

@@ -40,6 +40,8 @@ class ZooModel:
     sha256: dict[str, str] = field(default_factory=dict)
     #: files that must exist besides the sums (the rest of the archive is optional)
     required: tuple[str, ...] = ("inference.pdmodel", "inference.pdiparams")
+    #: the command that makes the folder, for models not downloaded but converted locally
+    made_by: str = ""
 
 
 ZOO: dict[str, ZooModel] = {
@@ -72,6 +74,9 @@ ZOO: dict[str, ZooModel] = {
             },
         ),
         ZooModel("ArcFace", "arcface_iresnet50_v1.0_infer", "recognition"),
+        ZooModel("BlazeFaceKeypoints", "blazeface_keypoints_mediapipe_0.10.14", "keypoints",
+                 required=("inference.json", "inference.pdiparams", "model_meta.json"),
+                 made_by="python tools/convert_mediapipe_face.py --output {folder}"),
     )
 }
 
@@ -105,10 +110,12 @@ def _verify(model: ZooModel, folder: Path) -> str | None:
 
 
 def resolve(name_or_dir: str | os.PathLike[str], task: str | None = None) -> Path:
-    """A zoo name (`BlazeFace`, `MobileFace`, `ArcFace`) or a model folder -> a folder to load.
+    """A zoo name (`BlazeFace`, `MobileFace`, `ArcFace`, `BlazeFaceKeypoints`) or a model folder
+    -> a folder to load.
 
-    Zoo models are verified on every call and downloaded when absent; folders are returned as
-    they are (the predictor checks their files).
+    Zoo models are verified on every call and downloaded when absent (a converted model, which
+    cannot be downloaded, says how to make it); folders are returned as they are (the predictor
+    checks their files).
     """
     text = str(name_or_dir)
     model = ZOO.get(text)
@@ -123,6 +130,10 @@ def resolve(name_or_dir: str | os.PathLike[str], task: str | None = None) -> Pat
     folder = model_home() / model.archive
     if folder.is_dir() and _verify(model, folder) is None:
         return folder
+    if model.made_by:
+        problem = _verify(model, folder) if folder.is_dir() else f"{folder} does not exist"
+        raise InsightFaceError(f"{model.name}: {problem}; make it with "
+                               f"`{model.made_by.format(folder=folder)}`")
     return download(model)
 
 

@@ -122,6 +122,7 @@ def test_demo_queries_end_to_end(capsys, friends_index, shared, tmp_path):
     index = FaceIndex.load(friends_index)
     assert len(index) == 245 and index.identities == sorted(
         ["Chandler", "Joey", "Monica", "Phoebe", "Rachel", "Ross"])
+    assert index.info["align"] == "keypoints"  # the default where the keypoint model exists
     code, out, _ = _run(capsys, "--det", "--rec", "--index", str(friends_index), "--input",
                         str(shared("demo/friends/query")), "--output", str(tmp_path / "drawn"),
                         "--json")
@@ -135,9 +136,10 @@ def test_demo_queries_end_to_end(capsys, friends_index, shared, tmp_path):
         for face in faces:
             assert len(face["box"]) == 4 and face["box"][0] < face["box"][2]
             assert face["label"] and 0 <= face["score"] <= 1
+        assert {face["crop"] for face in faces} == {"aligned"}
         truth = match_truth(name, [f["box"] for f in faces])
         correct += sum(faces[i]["label"] == who for who, i in truth.items())
-    assert correct >= 11, f"{correct} of 12 named correctly"
+    assert correct == 12, f"{correct} of 12 named correctly"
     assert len(results["Rachel.png"]) == 1
     assert results["Rachel.png"][0]["candidates"][0]["label"] == "Rachel"
     drawn = cv2.imread(str(tmp_path / "drawn" / "friends1.jpg"))
