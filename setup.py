@@ -35,6 +35,7 @@ setup(
         "tqdm>=4.60",
         "prettytable>=3.0",
         "PyYAML>=5.4",
+        "threadpoolctl>=3.1",  # exact search pins BLAS to one thread per scan worker
     ],
     extras_require={
         "cpu": ["paddlepaddle>=3.0"],

@@ -28,6 +28,7 @@ from . import __version__, zoo
 from .checks import DEFAULT_MAX_PIXELS, check_boxes, check_options
 from .detection import FaceDetector
 from .errors import InsightFaceError
+from .fileio import sha256_file
 from .gallery import scan_gallery
 from .index import UNKNOWN, Candidate, FaceIndex
 from .media import Frame, as_rgb, read_image
@@ -137,12 +138,15 @@ class InsightFace:
 
     def build_index(self, img_dir: str | os.PathLike, label_file: str | os.PathLike | None = None,
                     detect_faces: bool = False, base: FaceIndex | None = None,
-                    progress: bool = True) -> FaceIndex:
+                    progress: bool = True, shard: tuple[int, int] | None = None) -> FaceIndex:
         """Embed a gallery (sub-folder per identity, or `label_file`) into a new or `base` index.
 
         With `detect_faces`, the face square of the largest detected face of each photo is
         embedded, as query faces are (photos without a face are an error); otherwise the whole
-        photo is, as the old tool did (in RGB here).
+        photo is, as the old tool did (in RGB here). Photos whose file content is already in the
+        index are skipped (with a warning). `shard=(i, n)` embeds only the i-th of n equal
+        consecutive parts of the gallery (1-based): merging the n shards in order
+        (`index.merge_files`) gives the index one build would.
         """
         embedder = self._need_embedder("building an index")
         for name, value, optional in (("img_dir", img_dir, False),
@@ -154,6 +158,8 @@ class InsightFace:
         if detect_faces and self.detector is None:
             raise InsightFaceError("detecting gallery faces needs a detection model")
         entries = scan_gallery(img_dir, label_file)
+        if shard is not None:
+            entries = shard_of(entries, *shard)
         policy = {"channel_order": embedder.normalization.channel_order,
                   "faces": "largest detected face" if detect_faces else "whole photo"}
         index = base if base is not None else FaceIndex(embedder.signature)
@@ -165,6 +171,7 @@ class InsightFace:
                         f"the index holds {key} '{index.info[key]}' embeddings; adding "
                         f"'{value}' ones would mix two kinds (use --detect_gallery as when it "
                         "was built, or rebuild it)")
+        entries, hashes = skip_known_photos(entries, index)
         chunk = embedder.max_batch_size
         parts = []
         bar = tqdm(total=len(entries), desc="index", unit="photo", disable=not progress,
@@ -176,8 +183,9 @@ class InsightFace:
                          for p, _ in part]
                 parts.append(embedder.run(embedder.preprocess_images(crops)))
                 bar.update(len(part))
-        index.add([label for _, label in entries], np.concatenate(parts),
-                  [str(path) for path, _ in entries])
+        if entries:
+            index.add([label for _, label in entries], np.concatenate(parts),
+                      [str(path) for path, _ in entries], hashes)
         index.info.update({
             **policy, "built_from": str(img_dir), "built_with": f"insightface_paddle {__version__}",
             "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -254,6 +262,34 @@ class InsightFace:
             return read_image(image, self.max_pixels)
         raise InsightFaceError(f"image must be a path or a uint8 ndarray [H, W, 3], got "
                                f"{type(image).__name__}")
+
+
+def shard_of(entries: list[tuple[Path, str]], number: int, count: int,
+             ) -> list[tuple[Path, str]]:
+    """The `number`-th (1-based) of `count` equal consecutive parts of the gallery."""
+    if not 1 <= number <= count:
+        raise InsightFaceError(f"shard {number}/{count}: expected 1 <= shard <= {count}")
+    return entries[len(entries) * (number - 1) // count:len(entries) * number // count]
+
+
+def skip_known_photos(entries: list[tuple[Path, str]], index: FaceIndex,
+                      ) -> tuple[list[tuple[Path, str]], list[str]]:
+    """Drop photos whose file content is already in `index` (or earlier in `entries`), saying
+    so -> the rest and their sha256."""
+    known = index.known_hashes()
+    kept, hashes, skipped = [], [], []
+    for path, label in entries:
+        digest = sha256_file(path)
+        if bytes.fromhex(digest) in known:
+            skipped.append(path)
+            continue
+        known.add(bytes.fromhex(digest))
+        kept.append((path, label))
+        hashes.append(digest)
+    if skipped:
+        log.warning("%d of %d gallery photos are already in the index (same file content, "
+                    "e.g. %s): skipped", len(skipped), len(entries), skipped[0])
+    return kept, hashes
 
 
 def _require_cuda() -> None:

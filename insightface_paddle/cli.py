@@ -17,9 +17,10 @@ from typing import NoReturn
 from .api import REC_THRESH, InsightFace
 from .checks import DEFAULT_MAX_PIXELS, check_options, check_range
 from .errors import InsightFaceError
+from .fileio import exclusive_lock
 from .folders import folder_for_output
 from .gallery import scan_gallery
-from .index import FaceIndex
+from .index import FaceIndex, merge_files
 from .legacy import load_legacy_index
 from .media import InputSource, Unreadable
 from .native_stderr import silence_native_stderr
@@ -35,6 +36,28 @@ def str2bool(text: str) -> bool:
     if value in ("0", "false", "f", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    number, _, count = text.partition("/")
+    try:
+        shard = int(number), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 2/4), got {text!r}") from None
+    if not 1 <= shard[0] <= shard[1]:
+        raise argparse.ArgumentTypeError(f"expected 1 <= I <= N, got {text!r}")
+    return shard
+
+
+def mode_arg(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected octal permissions (e.g. 600), "
+                                         f"got {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"expected permissions 000..777, got {text!r}")
+    return mode
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -73,6 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     idx.add_argument("--legacy_index", metavar="BIN",
                      help="with --build_index: import the old tool's pickled index.bin "
                           "(embedded by --rec_model)")
+    idx.add_argument("--merge", nargs="+", metavar="NPZ", default=[],
+                     help="with --build_index: merge these indexes (same model and crop "
+                          "policy) in order, e.g. shards built in parallel")
+    idx.add_argument("--shard", type=shard_arg, metavar="I/N",
+                     help="with --img_dir: embed only the I-th of N equal parts of the gallery "
+                          "(merge the N shards in order with --merge)")
+    idx.add_argument("--index_mode", type=mode_arg, metavar="OCTAL",
+                     help="permissions of the written index (default: those of the file it "
+                          "replaces, else 600: it holds biometric data)")
     mod = p.add_argument_group("models and runtime")
     mod.add_argument("--det_model", default="BlazeFace", help="zoo name or model folder")
     mod.add_argument("--rec_model", default="MobileFace",
@@ -173,18 +205,32 @@ def build_index(args: argparse.Namespace) -> int:
     out = Path(args.build_index)
     if out.suffix != ".npz":
         raise InsightFaceError(f"--build_index {out}: index files end in .npz")
-    if not (args.img_dir or args.remove or args.legacy_index):
-        raise InsightFaceError("--build_index needs --img_dir, --remove or --legacy_index")
+    if not (args.img_dir or args.remove or args.legacy_index or args.merge):
+        raise InsightFaceError("--build_index needs --img_dir, --remove, --legacy_index or "
+                               "--merge")
     if out.is_dir():
         raise InsightFaceError(f"--build_index {out}: is a folder")
     if args.remove and not args.index:
         raise InsightFaceError("--remove needs --index (the index to remove from)")
+    if args.merge and (args.img_dir or args.legacy_index or args.index):
+        raise InsightFaceError("--merge takes only the indexes to merge (no --img_dir, "
+                               "--legacy_index or --index)")
+    if args.shard and not args.img_dir:
+        raise InsightFaceError("--shard needs --img_dir (the gallery to split)")
     with folder_for_output(out.parent, "--build_index"):
-        return _build_index(args, out)
+        check_build_inputs(args)
+        app = None if args.merge else make_app(args, det=args.detect_gallery, rec=True)
+        # one writer at a time from reading the old index to renaming the new one into place
+        with exclusive_lock(out):
+            index = edited_index(args, app)
+            index.save(out, mode=args.index_mode, with_ann=True if args.approximate else None)
+    print(f"wrote {out}: {len(index)} entries, {len(index.identities)} identities, "
+          f"model {index.model.describe()}", file=sys.stderr)
+    return 0
 
 
-def _build_index(args: argparse.Namespace, out: Path) -> int:
-    # everything that needs no model is checked before one loads
+def check_build_inputs(args: argparse.Namespace) -> None:
+    """Everything --build_index reads that needs no model, checked before one loads."""
     base = FaceIndex.load(args.index) if args.index else None
     unknown = [name for name in args.remove if base is not None and name not in base.identities]
     if unknown:
@@ -193,8 +239,14 @@ def _build_index(args: argparse.Namespace, out: Path) -> int:
         load_legacy_index(args.legacy_index)
     if args.img_dir:
         scan_gallery(args.img_dir, args.label)
-    app = make_app(args, det=args.detect_gallery, rec=True)
-    assert app.embedder is not None
+
+
+def edited_index(args: argparse.Namespace, app: InsightFace | None) -> FaceIndex:
+    """The index --build_index writes: merged, imported or --index, edited."""
+    if args.merge:
+        return merge_files(args.merge)
+    assert app is not None and app.embedder is not None
+    base = FaceIndex.load(args.index) if args.index else None  # again: under the lock
     if args.legacy_index:
         index = FaceIndex.from_legacy(args.legacy_index, app.embedder.signature)
         logging.warning("the old tool embedded its gallery photos as BGR while faces are now "
@@ -209,12 +261,10 @@ def _build_index(args: argparse.Namespace, out: Path) -> int:
         assert index is not None
         print(f"removed {index.remove(name)} entries of {name!r}", file=sys.stderr)
     if args.img_dir:
-        index = app.build_index(args.img_dir, args.label, args.detect_gallery, base=index)
+        index = app.build_index(args.img_dir, args.label, args.detect_gallery, base=index,
+                                shard=args.shard)
     assert index is not None
-    index.save(out)
-    print(f"wrote {out}: {len(index)} entries, {len(index.identities)} identities, "
-          f"model {index.model.describe()}", file=sys.stderr)
-    return 0
+    return index
 
 
 def predict(app: InsightFace, source: InputSource, output: OutputFolder | None,

@@ -19,10 +19,11 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it is renamed onto `path` only if the block succeeds.
 
     The temporary name keeps the final suffix so libraries that add one (np.savez) do not.
+    `mode`: the permissions of the result (default: what `open` would give under the umask).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +32,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     )
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like open()'s
+    # mkstemp makes 0600; by default the result should look like open()'s
+    os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)  # the writer may be a library: flush its data to disk
@@ -43,6 +45,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock on `<path>.lock` (created 0600 beside `path`) for the block.
+
+    For read-modify-write cycles of one file by several processes: the second waits for the
+    first to finish, so no update is lost. The lock file stays (removing it would race); the
+    operating system releases the lock when the holder exits, even by kill -9.
+    """
+    import fcntl
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{target}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

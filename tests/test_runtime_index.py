@@ -74,7 +74,7 @@ def test_round_trip_is_exact_and_not_a_pickle(tmp_path):
         meta = json.loads(str(np.load(archive.open("meta.npy"), allow_pickle=False)))
         for name in archive.namelist():  # every member loads without pickle
             np.load(archive.open(name), allow_pickle=False)
-    assert meta["format_version"] == 1 and meta["model"]["fingerprint"] == "a" * 64
+    assert meta["format_version"] == 2 and meta["model"]["fingerprint"] == "a" * 64
     assert not [p for p in os.listdir(tmp_path) if p != "gallery.npz"]  # no temporary left
 
 
