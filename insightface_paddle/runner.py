@@ -30,7 +30,7 @@ def predict_source(app: InsightFace, source: InputSource, report: RunReport,
                    read_ahead: bool = True) -> RunReport:
     """Predict every frame of `source` into `report` (and `output`); returns `report`."""
     unit = "frame" if source.kind == "video" else "image"
-    items = prefetch(source) if read_ahead and len(source) > 1 else iter(source)
+    items = prefetch(source) if read_ahead and source.kind != "image" else iter(source)
     # a bar on a terminal only: in a pipe or a log it would be noise between the messages
     bar = tqdm(items, total=len(source), desc="predict", unit=unit, file=sys.stderr,
                disable=True if len(source) < 2 else None)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from insightface_paddle import media
 from insightface_paddle.image_header import image_size
+from insightface_paddle.media import InputSource
 from insightface_paddle.prefetch import prefetch
+from insightface_paddle.report import RunReport
+from insightface_paddle.runner import predict_source
 
 
 def test_prefetch_keeps_order_and_reads_ahead_while_the_consumer_works():
@@ -81,3 +86,39 @@ def test_header_of_other_data_is_unknown():
     assert image_size(b"") is None
     assert image_size(b"this is not an image") is None
     assert image_size(b"\xff\xd8\xffjunk") is None
+
+
+def test_folder_loop_decodes_the_next_image_while_one_is_inferred(tmp_path, monkeypatch):
+    for name in ("a.png", "c.png", "d.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((8, 8, 3), 7, np.uint8))
+    (tmp_path / "b.png").write_bytes(b"broken")
+    decoded: list[str] = []
+    read_image = media.read_image
+
+    def counting_read(path, max_pixels):
+        decoded.append(Path(path).name)
+        return read_image(path, max_pixels)
+
+    monkeypatch.setattr(media, "read_image", counting_read)
+
+    class StubApp:
+        """Inference that waits until the reader has started on the next file."""
+
+        def __init__(self) -> None:
+            self.ahead: list[bool] = []
+
+        def predict_rgb(self, rgb):
+            done = sum(len(x) for x in (report.results, report.failures)) + 1
+            deadline = time.monotonic() + 5
+            while len(decoded) <= done and len(decoded) < 4 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.ahead.append(len(decoded) > done or len(decoded) == 4)
+            return []
+
+    report = RunReport()
+    failed = []
+    app = StubApp()
+    predict_source(app, InputSource(tmp_path), report, on_failure=failed.append)
+    assert [name for name, _ in report.results] == ["a.png", "c.png", "d.png"]
+    assert [item.name for item in failed] == ["b.png"] and report.failures == failed
+    assert app.ahead == [True, True, True]
