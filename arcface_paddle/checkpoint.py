@@ -18,6 +18,7 @@ whatever number of ranks resumes. Layout documented in docs/training.md.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -33,7 +34,13 @@ from .amp import DynamicLossScaler
 from .errors import ArcFaceError
 from .formats import read_format_meta
 from .heads.partial_fc import PartialFC, shard_range
-from .weights import assign_weights, read_weights, save_weights
+from .weights import (
+    NPZ_ERRORS,
+    assign_weights,
+    check_float_arrays,
+    read_weights,
+    save_weights,
+)
 
 FORMAT_NAME = "arcface_paddle.checkpoint"
 FORMAT_VERSION = 1
@@ -79,8 +86,8 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
             return {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise ArcFaceError(f"{path}: missing from the checkpoint") from None
-    except (OSError, ValueError) as exc:
-        raise ArcFaceError(f"{path}: unreadable ({exc})") from None
+    except NPZ_ERRORS as exc:
+        raise ArcFaceError(f"{path}: unreadable, truncated or not an .npz file ({exc})") from None
 
 
 def _param_names(layer: paddle.nn.Layer) -> dict[str, str]:
@@ -154,6 +161,16 @@ def _check_same_precision(optimizer: paddle.optimizer.Optimizer, backbone: paddl
 
 def restore_optimizer(optimizer: paddle.optimizer.Optimizer, backbone: paddle.nn.Layer,
                       arrays: dict[str, np.ndarray], source: Path) -> None:
+    check_float_arrays(arrays, source)
+    shapes = {name: list(param.shape) for name, param in backbone.named_parameters()}
+    for key, value in arrays.items():
+        structured = (_split_master_key(key)[0] if key.startswith(MASTER_PREFIX)
+                      else key.split("|", 1)[0])
+        if "|" not in key and not key.startswith(MASTER_PREFIX):
+            raise ArcFaceError(f"{source}: entry {key!r} is not '<parameter>|<state>'")
+        if structured in shapes and list(value.shape) != shapes[structured]:
+            raise ArcFaceError(f"{source}: {key} has shape {list(value.shape)}, parameter "
+                               f"{structured} has {shapes[structured]}")
     _check_same_precision(optimizer, backbone, arrays, source)
     by_structured = {name: param.name for name, param in backbone.named_parameters()}
     state: dict[str, Any] = {}
@@ -233,8 +250,54 @@ def save_checkpoint(root: str | os.PathLike[str], step: int, backbone: paddle.nn
 
 
 def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    return read_format_meta(Path(path) / META_FILE, FORMAT_NAME, FORMAT_VERSION,
+    """A checkpoint's meta.json, refused with one line unless every key a resume reads is
+    there with a sensible value (a tampered `"step": -100` once hung the trainer)."""
+    path = Path(path)
+    meta = read_format_meta(path / META_FILE, FORMAT_NAME, FORMAT_VERSION,
                             "not a (complete) checkpoint")
+    check_meta(meta, path / META_FILE)
+    return meta
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_meta(meta: dict[str, Any], source: Path) -> None:
+    """Types and ranges of the keys `load_checkpoint` and the trainer read from meta.json."""
+    def bad(key: str, what: str) -> ArcFaceError:
+        return ArcFaceError(f"{source}: {key} must be {what}, got {meta.get(key)!r}")
+
+    for key, low in (("step", 0), ("world_size", 1), ("global_batch", 1), ("num_classes", 1),
+                     ("embedding_size", 1)):
+        if not _is_int(meta.get(key), low):
+            raise bad(key, f"an integer >= {low}")
+    if meta["global_batch"] % meta["world_size"]:
+        raise bad("global_batch", f"a multiple of world_size {meta['world_size']}")
+    scaler = meta.get("loss_scaler")
+    if not (isinstance(scaler, dict) and isinstance(scaler.get("scale"), (int, float))
+            and not isinstance(scaler.get("scale"), bool) and math.isfinite(scaler["scale"])
+            and scaler["scale"] > 0 and _is_int(scaler.get("good_steps"), 0)):
+        raise bad("loss_scaler", '{"scale": a finite number > 0, "good_steps": an integer >= 0}')
+    shards = meta.get("partial_fc")
+    if not isinstance(shards, list) or not shards:
+        raise bad("partial_fc", "a list of shard records")
+    expected_start = 0
+    for number, shard in enumerate(shards):
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str)
+                and shard["file"] == Path(shard["file"]).name and shard["file"].endswith(".npz")
+                and _is_int(shard.get("class_start"), 0)
+                and _is_int(shard.get("class_stop"), shard.get("class_start", 0) + 1)):
+            raise ArcFaceError(f"{source}: partial_fc[{number}] must be {{'file': a .npz name "
+                               "in the checkpoint folder, 'class_start', 'class_stop': integers, "
+                               f"start < stop}}, got {shard!r}")
+        if shard["class_start"] != expected_start:
+            raise ArcFaceError(f"{source}: partial_fc[{number}] starts at class "
+                               f"{shard['class_start']}, expected {expected_start}")
+        expected_start = shard["class_stop"]
+    if expected_start != meta["num_classes"]:
+        raise ArcFaceError(f"{source}: partial_fc shards end at class {expected_start}, but "
+                           f"num_classes is {meta['num_classes']}")
 
 
 def load_partial_fc_rows(path: str | os.PathLike[str], meta: dict[str, Any], class_start: int,
@@ -252,11 +315,11 @@ def load_partial_fc_rows(path: str | os.PathLike[str], meta: dict[str, Any], cla
             continue
         source = path / shard["file"]
         arrays = _load_npz(source)
+        check_shard_arrays(arrays, (shard["class_stop"] - shard["class_start"], dim), source)
         saved_range = [int(v) for v in arrays["class_range"]]
-        if saved_range != [shard["class_start"], shard["class_stop"]] or arrays[
-                "weight"].shape != (shard["class_stop"] - shard["class_start"], dim):
-            raise ArcFaceError(f"{source}: holds classes {saved_range}, shape "
-                               f"{list(arrays['weight'].shape)}; {META_FILE} disagrees")
+        if saved_range != [shard["class_start"], shard["class_stop"]]:
+            raise ArcFaceError(f"{source}: holds classes {saved_range}; {META_FILE} says "
+                               f"[{shard['class_start']}, {shard['class_stop']}]")
         rows = slice(lo - shard["class_start"], hi - shard["class_start"])
         weight[lo - class_start:hi - class_start] = arrays["weight"][rows]
         velocity[lo - class_start:hi - class_start] = arrays["velocity"][rows]
@@ -265,6 +328,24 @@ def load_partial_fc_rows(path: str | os.PathLike[str], meta: dict[str, Any], cla
         first = class_start + int(np.argmin(covered))
         raise ArcFaceError(f"{path}: no saved shard holds class {first}")
     return weight, velocity
+
+
+def check_shard_arrays(arrays: dict[str, np.ndarray], shape: tuple[int, int],
+                       source: Path) -> None:
+    """A Partial FC shard file: finite float `weight` and `velocity` of `shape` [C_r, D] and an
+    integer `class_range` [2]."""
+    missing = sorted({"weight", "velocity", "class_range"} - set(arrays))
+    if missing:
+        raise ArcFaceError(f"{source}: lacks {', '.join(missing)}")
+    check_float_arrays({k: arrays[k] for k in ("weight", "velocity")}, source)
+    for key in ("weight", "velocity"):
+        if arrays[key].shape != shape:
+            raise ArcFaceError(f"{source}: {key} has shape {list(arrays[key].shape)}; "
+                               f"{META_FILE} implies {list(shape)}")
+    class_range = arrays["class_range"]
+    if class_range.dtype.kind not in "iu" or class_range.shape != (2,):
+        raise ArcFaceError(f"{source}: class_range must be 2 integers, got {class_range.dtype} "
+                           f"{list(class_range.shape)}")
 
 
 def load_checkpoint(path: str | os.PathLike[str], backbone: paddle.nn.Layer,
@@ -287,3 +368,35 @@ def load_checkpoint(path: str | os.PathLike[str], backbone: paddle.nn.Layer,
     head.velocity.set_value(paddle.to_tensor(velocity))
     scaler.load_state_dict(meta["loss_scaler"])
     return meta
+
+
+def weights_file(checkpoint: str | os.PathLike[str]) -> Path:
+    """A checkpoint folder (either graph mode), a training output folder (its newest
+    checkpoint) or a weights `.npz` -> the backbone weights file."""
+    path = Path(checkpoint)
+    if path.is_file():
+        return path
+    if (path / BACKBONE_FILE).is_file():
+        return path / BACKBONE_FILE
+    newest = latest_checkpoint(checkpoint_root(path)) if path.is_dir() else None
+    if newest is not None:
+        return newest / BACKBONE_FILE
+    raise ArcFaceError(f"--checkpoint_dir {path}: no checkpoint there (expected a folder with "
+                       f"{BACKBONE_FILE}, a training output folder or a weights .npz)")
+
+
+def load_backbone_weights(checkpoint: str | os.PathLike[str], backbone: str | None = None,
+                          embedding_size: int | None = None
+                          ) -> tuple[dict[str, np.ndarray], str, int, Path]:
+    """-> (arrays, backbone name, embedding size, weights file); `backbone` and
+    `embedding_size`, when given, must be what the checkpoint was written for."""
+    path = weights_file(checkpoint)
+    arrays, meta = read_weights(path)
+    saved_backbone, saved_size = str(meta.get("backbone")), int(meta.get("embedding_size", 0))
+    if backbone is not None and backbone != saved_backbone:
+        raise ArcFaceError(f"{path}: written for backbone {saved_backbone}, not --backbone "
+                           f"{backbone}")
+    if embedding_size is not None and int(embedding_size) != saved_size:
+        raise ArcFaceError(f"{path}: written for embedding size {saved_size}, not "
+                           f"--embedding_size {embedding_size}")
+    return arrays, saved_backbone, saved_size, path

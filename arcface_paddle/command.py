@@ -1,14 +1,28 @@
-"""Shared shell for `tools/*.py`: user errors become one line on stderr and a non-zero exit."""
+"""Shared shell for `tools/*.py`: user errors become one line on stderr and a non-zero exit.
+
+Importing it also silences Paddle's import-time "No ccache found" warning (about compiling C++
+extensions, which no tool here does), so a tool's first lines are its own; tools import this
+module before anything that imports paddle. Other `OSError`s (disk full, permissions) become one
+line as well.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Callable, NoReturn
 
-from insightface_paddle.errors import InsightFaceError
+# before anything imports paddle (the runtime package does); the second is Paddle's note on
+# every training BatchNorm, which says nothing about the run
+warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+warnings.filterwarnings("ignore", message="When training, we now always track global mean",
+                        category=UserWarning)
 
-from .errors import ArcFaceError
+from insightface_paddle.errors import InsightFaceError  # noqa: E402
+
+from .errors import ArcFaceError  # noqa: E402
 
 USER_ERRORS = (ArcFaceError, InsightFaceError)
 
@@ -20,6 +34,18 @@ def run_main(main: Callable[[Sequence[str] | None], int | None],
         code = main(argv)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
+    except OSError as exc:  # the machine said no (disk full, permissions): one line too
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)
+    except MemoryError as exc:  # Paddle's ResourceExhausted too: sizes beyond this machine
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "allocation failed"
+        print(f"error: out of memory ({detail}); lower the sizes (--batch_size, "
+              "--embedding_size, --num_classes ...)", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

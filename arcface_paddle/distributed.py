@@ -9,11 +9,17 @@ have one code path for W = 1 and W > 1. Collectives go through the functional op
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
+import numpy as np
 import paddle
 import paddle.distributed as dist
 from paddle.autograd import PyLayer
+
+from .errors import ArcFaceError
+
+T = TypeVar("T")
 
 _RING_ID = 0  # the global communication group
 _REDUCE_SUM = int(dist.ReduceOp.SUM)
@@ -120,6 +126,46 @@ def all_reduce_gradients(parameters: Sequence[paddle.Tensor]) -> None:
                 size = int(grad.numel())
                 grad.set_value(flat[offset:offset + size].reshape(grad.shape))
                 offset += size
+
+
+#: bytes of an error message passed between ranks (longer ones are cut)
+MESSAGE_BYTES = 1000
+
+
+def first_failure(message: str | None) -> str | None:
+    """Collective: each rank passes its error message, or None when it is fine -> on every
+    rank, the message of the lowest failing rank ("rank r: ..."), or None when none failed.
+
+    One int32 all-reduce when all is well; the messages travel only when some rank failed.
+    Un-launched it returns `message` itself."""
+    world_size = get_world_size()
+    if world_size == 1:
+        return message
+    flag = paddle.to_tensor([0 if message is None else 1], dtype="int32")
+    if int(all_reduce_max(flag).item()) == 0:
+        return None
+    data = (message or "").encode("utf-8")[:MESSAGE_BYTES]
+    row = np.zeros(MESSAGE_BYTES + 1, np.int32)
+    row[0] = -1 if message is None else len(data)
+    row[1:1 + len(data)] = np.frombuffer(data, np.uint8)
+    rows = all_gather_concat(paddle.to_tensor(row[None])).numpy()
+    rank = int(np.flatnonzero(rows[:, 0] >= 0)[0])
+    text = rows[rank, 1:1 + rows[rank, 0]].astype(np.uint8).tobytes().decode("utf-8", "replace")
+    return f"rank {rank}: {text}"
+
+
+def on_every_rank(call: Callable[..., T], *args, **kwargs) -> T:
+    """Collective: `call(*args, **kwargs)` on each rank; an `ArcFaceError` on any rank (a
+    damaged file only it reads) is raised on every rank, naming the rank, so none goes on to
+    wait for it in a later collective. The call itself must not use collectives."""
+    try:
+        result, error = call(*args, **kwargs), None
+    except ArcFaceError as exc:
+        result, error = None, str(exc)
+    failure = first_failure(error)
+    if failure is not None:
+        raise ArcFaceError(failure)
+    return result  # type: ignore[return-value]
 
 
 def barrier() -> None:

@@ -1,8 +1,8 @@
 """Training logs from rank 0: a console line every N steps, VisualDL scalars, and a JSON-lines
 file (`<output>/train_log.jsonl`) that scripts and tests can read back.
 
-Console line: step, loss (mean since the last line), lr, throughput (global images/s), loss
-scale, skipped steps, eta.
+Console line: step, loss (the mean over the steps since the last line, and the line says so),
+lr, throughput (global images/s), loss scale, skipped steps, eta.
 
 A run that starts at step S (resumed from a checkpoint, or S = 0 for a fresh start in the same
 output folder) first drops the records of steps after S: a crash after the last checkpoint left
@@ -12,11 +12,15 @@ records of steps that the resumed run logs again, and the file should hold each 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from insightface_paddle.fileio import atomic_open
+
+from .errors import ArcFaceError
 
 LOG_FILE = "train_log.jsonl"
 VISUALDL_DIR = "vdl"
@@ -26,6 +30,22 @@ def format_eta(seconds: float) -> str:
     seconds = int(max(0.0, seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def prepare_output(output: str | os.PathLike[str]) -> Path:
+    """Create the run folder and make sure files can be written in it, before any data or
+    model is touched (an unwritable `--output` once surfaced as a traceback at the first log).
+    """
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise ArcFaceError(f"--output {path}: is a file, expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ArcFaceError(f"--output {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
 
 
 def drop_records_after(path: Path, step: int) -> int:
@@ -67,7 +87,7 @@ class TrainLogger:
         self._window_start = time.perf_counter()
         if not enabled:
             return
-        self.output.mkdir(parents=True, exist_ok=True)
+        prepare_output(self.output)
         dropped = drop_records_after(self.output / LOG_FILE, start_step)
         if dropped:
             self.info(f"{LOG_FILE}: dropped {dropped} record(s) after step {start_step}, "
@@ -106,7 +126,8 @@ class TrainLogger:
         mean_loss = sum(self._window) / steps
         speed = steps * self.global_batch / max(elapsed, 1e-9)
         eta = elapsed / steps * (self.total_steps - step)
-        self.info(f"step {step}/{self.total_steps}  loss {mean_loss:.4f}  lr {lr:.6f}  "
+        self.info(f"step {step}/{self.total_steps}  loss {mean_loss:.4f} (mean of {steps} "
+                  f"step{'s' if steps > 1 else ''})  lr {lr:.6f}  "
                   f"{speed:.1f} img/s  loss scale {loss_scale:g}  skipped {self._skipped}  "
                   f"eta {format_eta(eta)}")
         for tag, value in (("loss", mean_loss), ("lr", lr), ("throughput", speed),

@@ -20,21 +20,22 @@ import paddle
 from insightface_paddle.fileio import atomic_open
 
 from . import distributed
-from .amp import DynamicLossScaler, autocast, prepare_pure_fp16
+from .amp import DynamicLossScaler, prepare_pure_fp16
 from .backbones import build_backbone
 from .checkpoint import (
+    backbone_arrays,
     checkpoint_root,
     latest_checkpoint,
     load_checkpoint,
     read_meta,
     save_checkpoint,
 )
-from .config import Config, config_from_argv, config_table
+from .config import Config, config_from_argv, config_table, help_table
 from .data.datasets import FaceDataset, GlobalBatchSampler, build_loader, open_reader
 from .engine.dynamic import DynamicTrainStep
 from .errors import ArcFaceError
 from .heads.partial_fc import PartialFC
-from .logging import TrainLogger
+from .logging import TrainLogger, prepare_output
 from .lr import LRSchedule, build_schedule
 
 
@@ -63,7 +64,9 @@ def resume_path(config: Config) -> Path | None:
 
 
 def load_validation_sets(config: Config) -> list:
-    from .data.verification_bin import load_verification_bin
+    """Every rank loads the sets (each embeds a share of them) and refuses, before the first
+    step, any set the protocol cannot score."""
+    from .data.verification_bin import check_usable_verification_set, load_verification_bin
 
     if config.validation_interval_step <= 0 or not config.val_targets:
         return []
@@ -74,24 +77,28 @@ def load_validation_sets(config: Config) -> list:
         if not path.is_file():
             raise ArcFaceError(f"--val_targets {target}: {path} not found (set --val_dir, or "
                                "--validation_interval_step 0 to skip validation)")
-        sets.append(load_verification_bin(path))
+        vset = load_verification_bin(path)
+        check_usable_verification_set(vset)
+        sets.append(vset)
     return sets
 
 
-def validate(backbone: paddle.nn.Layer, sets: list, config: Config, fp16: bool, step: int,
-             logger: TrainLogger) -> dict[str, float]:
-    """Rank 0 scores every verification set with the current backbone."""
-    from .evaluation.bin_eval import evaluate_verification_set, paddle_layer_embed_fn
+def validate(backbone: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer, sets: list,
+             config: Config, step: int, logger: TrainLogger) -> dict[str, float]:
+    """Collective: every rank embeds its share of each set through paddle.inference (a fresh
+    copy of the current weights, fp32 masters under pure fp16); rank 0 logs."""
+    from .evaluation.bin_eval import evaluate_sets
+    from .evaluation.engines import weights_embedder
 
+    embedder = weights_embedder(backbone_arrays(backbone, optimizer), config.backbone,
+                                config.embedding_size)
     results = {}
-    embed = paddle_layer_embed_fn(backbone)
-    for vset in sets:
-        with autocast(fp16):
-            result = evaluate_verification_set(embed, vset, batch_size=config.val_batch_size)
-        results[vset.name] = result.accuracy
-        logger.info(f"step {step}  {vset.name}: accuracy {result.accuracy:.5f} "
-                    f"+- {result.accuracy_std:.5f}")
-        logger.scalar(f"val/{vset.name}", result.accuracy, step)
+    for report in evaluate_sets(embedder, sets, config.val_batch_size,
+                                progress=distributed.is_main_process()):
+        results[report.name] = report.accuracy
+        logger.info(f"step {step}  {report.name}: accuracy {report.accuracy:.5f} "
+                    f"+- {report.accuracy_std:.5f}")
+        logger.scalar(f"val/{report.name}", report.accuracy, step)
     logger.record(step=step, validation=results)
     return results
 
@@ -107,6 +114,7 @@ def train(config: Config) -> TrainSummary:
     if config.is_static:
         raise ArcFaceError("--is_static True: the static-graph engine is not in this release; "
                            "use --is_static False")
+    prepare_output(config.output)
     rank, world_size = distributed.init_distributed()
     is_main = rank == 0
     say = print if is_main else (lambda message: None)
@@ -135,7 +143,7 @@ def train(config: Config) -> TrainSummary:
     schedule = build_run_schedule(config, global_batch, len(sampler))
     stop_at = schedule.total_steps if config.max_steps is None else min(
         schedule.total_steps, config.max_steps)
-    val_sets = load_validation_sets(config) if is_main else []
+    val_sets = load_validation_sets(config)
 
     paddle.seed(config.seed)
     options = {"dropout": config.dropout} if config.dropout else {}
@@ -154,7 +162,8 @@ def train(config: Config) -> TrainSummary:
                                config.min_loss_scaling, config.max_loss_scaling)
     start_step = 0
     if checkpoint is not None:
-        meta = load_checkpoint(checkpoint, backbone, optimizer, head, scaler)
+        meta = distributed.on_every_rank(load_checkpoint, checkpoint, backbone, optimizer, head,
+                                         scaler)
         start_step = int(meta["step"])
         say(f"resumed from {checkpoint} (saved by {meta['world_size']} ranks) at step "
             f"{start_step} on {world_size} ranks; lr {schedule(start_step):.8g}")
@@ -185,8 +194,8 @@ def train(config: Config) -> TrainSummary:
                 logger.step(step, result.loss, lr, result.loss_scale, result.skipped)
                 if val_sets and (step % config.validation_interval_step == 0
                                  or step == stop_at):
-                    summary.validation = validate(backbone, val_sets, config, fp16, step,
-                                                  logger)
+                    summary.validation = validate(backbone, optimizer, val_sets, config,
+                                                  step, logger)
                 if step == stop_at or (config.checkpoint_interval_step > 0
                                         and step % config.checkpoint_interval_step == 0):
                     summary.checkpoint = save_checkpoint(
@@ -202,14 +211,20 @@ def train(config: Config) -> TrainSummary:
     return summary
 
 
+def help_text(argv: Sequence[str]) -> str:
+    """`tools/train.py --help [--config_file F ...]`: usage and every flag with its meaning."""
+    source = "configs/base.py" + (" and the flags given" if argv else "")
+    return (f"{__doc__.strip()}\n\nusage: tools/train.py [--config_file FILE] [--key value ...]"
+            f"\n\nflags as --key TYPE = VALUE (from {source}) and their meaning:\n"
+            f"{help_table(config_from_argv(argv))}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import sys
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if {"-h", "--help"} & set(argv):
-        print(__doc__.strip() + "\n\nusage: tools/train.py [--config_file FILE] [--key value ...]"
-              "\nkeys and their defaults (configs/base.py):")
-        print(config_table(config_from_argv([])))
+        print(help_text([a for a in argv if a not in ("-h", "--help")]))
         return 0
     config = config_from_argv(argv)
     if distributed.is_main_process():

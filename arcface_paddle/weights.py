@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from .errors import ArcFaceError
 WEIGHTS_FORMAT = "arcface_paddle.weights"
 WEIGHTS_FORMAT_VERSION = 1
 META_KEY = "__meta__"
+#: what a truncated or tampered .npz raises while it is opened or one of its arrays is read
+NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 def layer_arrays(layer: paddle.nn.Layer) -> dict[str, np.ndarray]:
@@ -50,8 +54,8 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], d
             arrays = {name: data[name] for name in data.files}
     except FileNotFoundError:
         raise ArcFaceError(f"{path}: no such weights file") from None
-    except (OSError, ValueError) as exc:
-        raise ArcFaceError(f"{path}: not a weights file ({exc})") from None
+    except NPZ_ERRORS as exc:
+        raise ArcFaceError(f"{path}: not a weights file, or truncated ({exc})") from None
     try:
         meta = json.loads(arrays.pop(META_KEY).tobytes())
     except (KeyError, ValueError):
@@ -64,6 +68,16 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], d
     return arrays, meta
 
 
+def check_float_arrays(arrays: Mapping[str, np.ndarray], source: str | os.PathLike[str]) -> None:
+    """Weights and optimizer state are finite floating-point arrays: a tampered or diverged
+    file (ints, strings, NaN, inf) is refused here rather than trained on."""
+    for name, value in arrays.items():
+        if value.dtype.kind != "f":
+            raise ArcFaceError(f"{source}: {name} holds {value.dtype}, expected floating point")
+        if not np.isfinite(value).all():
+            raise ArcFaceError(f"{source}: {name} holds NaN or infinite values")
+
+
 def assign_weights(layer: paddle.nn.Layer, arrays: Mapping[str, np.ndarray],
                    source: str | os.PathLike[str]) -> None:
     """Fill every tensor of `layer` from `arrays`: names and shapes must match exactly."""
@@ -73,6 +87,7 @@ def assign_weights(layer: paddle.nn.Layer, arrays: Mapping[str, np.ndarray],
     if missing or extra:
         raise ArcFaceError(f"{source}: does not fit the backbone (missing {missing[:3]}, "
                            f"unexpected {extra[:3]}); was it written for another backbone?")
+    check_float_arrays(arrays, source)
     for name, tensor in state.items():
         value = arrays[name]
         if tuple(value.shape) != tuple(tensor.shape):

@@ -1,10 +1,15 @@
-"""The runtime's overhead: end-to-end detection + recognition of one photo against the bare
-predictor calls that work needs, measured side by side in one run.
+"""End to end against its bare predictor calls, and against the old tool's way, in one run.
 
-"Bare" = the same `paddle.inference` predictors run on already prepared inputs (every pyramid
-pass of the detector, the recognizer on the face batch); "end to end" = `InsightFace.predict` on
-the decoded image, including preprocessing, non-maximum suppression, cropping, search and the
-result objects. The ratio is the project's overhead (1.00 = none).
+On friends2.jpg (1920x1080, 6 faces), side by side, alternating call by call:
+  bare          the `paddle.inference` calls `predict` makes, on inputs prepared beforehand
+                (every pyramid pass of the detector, the recogniser on the face batch);
+  predict       `InsightFace.predict` on the decoded image, including preprocessing, non-maximum
+                suppression, cropping, search and the result objects;
+  old way       the old insight-face-paddle tool's core on the same predictors: the image
+                stretched to 640x640, one detector pass, then one recogniser call per face and a
+                search per face;
+  old way bare  the predictor calls of the old way alone.
+Printed: predict / bare (the project's overhead, 1.00 = none) and old way / predict (the speed-up).
 Run: INSIGHTFACE_PADDLE_SHARED=../shared python benchmarks/bench_end_to_end.py
 """
 
@@ -16,14 +21,18 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 from prettytable import PrettyTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from insightface_paddle import InsightFace, zoo
-from insightface_paddle.detection import pyramid_sides
 from insightface_paddle.media import read_image
+from insightface_paddle.predictor import PredictorOptions
+from insightface_paddle.recognition import l2_normalize
+
+OLD_SIDE = 640
 
 
 def timed(fn) -> float:
@@ -32,43 +41,75 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def old_way(app: InsightFace, rgb: np.ndarray) -> int:
+    """The old tool's core: stretch to 640x640, one pass, one recogniser call per face."""
+    detector, embedder = app.detector, app.embedder
+    height, width = rgb.shape[:2]
+    stretched = cv2.resize(rgb, (OLD_SIDE, OLD_SIDE), interpolation=cv2.INTER_LINEAR)
+    rows = detector.predictor.run(detector.prepare(stretched, OLD_SIDE))[0]
+    rows = rows[(rows[:, 0] > -1) & (rows[:, 1] >= detector.threshold)]
+    boxes = rows[:, 2:6] * np.array([width, height, width, height]) / OLD_SIDE
+    for box in boxes:
+        embedding = l2_normalize(embedder.run(embedder.preprocess(rgb, box[None])))
+        app.index.search(embedding, embedder.signature, app.cdd_num)
+    return len(boxes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared",
                         default=os.environ.get("INSIGHTFACE_PADDLE_SHARED", "../shared"))
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--cpu_threads", type=int, default=None,
+                        help="predictor threads (default: the runtime's)")
     args = parser.parse_args()
     shared = Path(args.shared)
     os.environ.setdefault(zoo.HOME_ENV, str(shared / "models"))
-    app = InsightFace()
+    app = InsightFace(cpu_threads=args.cpu_threads)
     app.set_index(app.build_index(shared / "demo/friends/gallery", progress=False))
     rgb = read_image(shared / "demo/friends/query/friends2.jpg")
     detector, embedder = app.detector, app.embedder
+    rec_input = embedder.predictor.input_names[0]
 
-    det_feeds = [detector.prepare(rgb, side) for side in pyramid_sides(*rgb.shape[:2])]
+    det_feeds = [{k: v.copy() for k, v in feeds.items()} for feeds in detector.pass_feeds(rgb)]
     faces = embedder.preprocess(rgb, detector.detect(rgb))
     rec_batches = [faces[i:i + embedder.max_batch_size]
                    for i in range(0, len(faces), embedder.max_batch_size)]
+    old_det = detector.prepare(cv2.resize(rgb, (OLD_SIDE, OLD_SIDE)), OLD_SIDE)
+    old_faces = old_way(app, rgb)
 
     def bare() -> None:
         for feeds in det_feeds:
             detector.predictor.run(feeds)
         for batch in rec_batches:
-            embedder.predictor.run({embedder.predictor.input_names[0]: batch})
+            embedder.predictor.run({rec_input: batch})
 
-    def end_to_end() -> None:
-        app.predict_rgb(rgb)
+    def old_bare() -> None:
+        detector.predictor.run(old_det)
+        for face in faces[:old_faces]:
+            embedder.predictor.run({rec_input: face[None]})
 
-    bare(), end_to_end()  # warm-up: oneDNN compiles kernels per input shape
-    # alternate call by call so load on the machine hits both alike
-    pairs = np.array([(timed(bare), timed(end_to_end)) for _ in range(args.repeats)])
-    bare_s, e2e_s = np.median(pairs, axis=0)
-    table = PrettyTable(["friends2.jpg (1920x1080, 6 faces)", "ms per image"])
-    table.add_row([f"bare predictor calls ({len(det_feeds)} detector passes, "
-                   f"{len(rec_batches)} recognizer batch)", f"{bare_s * 1000:.1f}"])
-    table.add_row(["InsightFace.predict end to end", f"{e2e_s * 1000:.1f}"])
+    runs = {"bare": bare, "predict": lambda: app.predict_rgb(rgb),
+            "old": lambda: old_way(app, rgb), "old_bare": old_bare}
+    for run in runs.values():  # warm-up: oneDNN compiles kernels per input shape
+        run()
+        run()
+    # alternate call by call so load on the machine hits all alike
+    times = np.array([[timed(run) for run in runs.values()] for _ in range(args.repeats)])
+    ms = dict(zip(runs, np.median(times, axis=0) * 1000))
+    threads = args.cpu_threads or PredictorOptions().cpu_threads
+    table = PrettyTable([f"friends2.jpg (1920x1080, 6 faces), cpu_threads={threads}",
+                         "ms per image (median)"])
+    table.add_row([f"bare predictor calls of predict ({len(det_feeds)} detector passes "
+                   f"{[f['image'].shape[2:] for f in det_feeds]}, {len(rec_batches)} "
+                   "recogniser batch)", f"{ms['bare']:.1f}"])
+    table.add_row(["InsightFace.predict end to end", f"{ms['predict']:.1f}"])
+    table.add_row([f"old tool's way (one 640x640 pass, {old_faces} recogniser calls)",
+                   f"{ms['old']:.1f}"])
+    table.add_row(["bare predictor calls of the old way", f"{ms['old_bare']:.1f}"])
     print(table)
-    print(f"overhead ratio end-to-end / bare = {e2e_s / bare_s:.3f}")
+    print(f"overhead ratio predict / bare = {ms['predict'] / ms['bare']:.3f}")
+    print(f"speed-up old way / predict = {ms['old'] / ms['predict']:.3f}")
 
 
 if __name__ == "__main__":

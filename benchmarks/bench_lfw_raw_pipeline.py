@@ -31,7 +31,13 @@ from benchmarks.lfw_raw import read_landmarks, read_pairs
 from insightface_paddle import zoo
 from insightface_paddle.detection import FaceDetector
 from insightface_paddle.media import read_image
-from insightface_paddle.recognition import FaceEmbedder, crop_face, crop_padded, l2_normalize
+from insightface_paddle.recognition import (
+    FaceEmbedder,
+    crop_face,
+    crop_padded,
+    flip_embedding,
+    l2_normalize,
+)
 
 #: where insightface's 112x112 training crops put the five landmarks
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -77,8 +83,7 @@ def old_tool_finds_face(detector: FaceDetector, rgb: np.ndarray) -> bool:
 
 
 def embed_with_flip(embedder: FaceEmbedder, crops: list[np.ndarray]) -> np.ndarray:
-    batch = embedder.preprocess_images(crops)
-    return l2_normalize(embedder.run(batch) + embedder.run(np.ascontiguousarray(batch[..., ::-1])))
+    return l2_normalize(flip_embedding(embedder.run, embedder.preprocess_images(crops)))
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__, zoo
+from .checks import DEFAULT_MAX_PIXELS, check_boxes, check_options
 from .detection import FaceDetector
 from .errors import InsightFaceError
 from .fileio import sha256_file
@@ -86,17 +87,18 @@ class InsightFace:
                  det_thresh: float = 0.5, rec_thresh: float = REC_THRESH, cdd_num: int = 5,
                  max_batch_size: int = 8, det_max_side: int = 640,
                  approximate_search: bool = False, use_gpu: bool = False,
-                 cpu_threads: int | None = None, enable_mkldnn: bool = True) -> None:
+                 cpu_threads: int | None = None, enable_mkldnn: bool = True,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if det_model is None and rec_model is None:
             raise InsightFaceError("nothing to do: enable detection, recognition or both")
-        if not 0.0 <= det_thresh <= 1.0:
-            raise InsightFaceError(f"--det_thresh must be in [0, 1], got {det_thresh}")
-        if cdd_num < 1:
-            raise InsightFaceError(f"--cdd_num must be >= 1, got {cdd_num}")
-        if cpu_threads is not None and cpu_threads < 1:
-            raise InsightFaceError(f"--cpu_threads must be >= 1, got {cpu_threads}")
-        if det_max_side < 32:
-            raise InsightFaceError(f"--det_max_side must be >= 32, got {det_max_side}")
+        check_options(det_thresh=det_thresh, rec_thresh=rec_thresh, cdd_num=cdd_num,
+                      max_batch_size=max_batch_size, det_max_side=det_max_side,
+                      cpu_threads=cpu_threads, max_pixels=max_pixels)
+        if index is not None and not isinstance(index, (str, os.PathLike, FaceIndex)):
+            raise InsightFaceError(f"index must be a path or a FaceIndex, got "
+                                   f"{type(index).__name__}")
+        #: images from paths larger than this are refused before decoding
+        self.max_pixels = max_pixels
         options = PredictorOptions(use_gpu=use_gpu, enable_mkldnn=enable_mkldnn,
                                    **({"cpu_threads": cpu_threads} if cpu_threads else {}))
         if use_gpu:
@@ -121,6 +123,9 @@ class InsightFace:
     # -- index ----------------------------------------------------------------------------
     def set_index(self, index: str | os.PathLike | FaceIndex) -> None:
         embedder = self._need_embedder("an index")
+        if not isinstance(index, (str, os.PathLike, FaceIndex)):
+            raise InsightFaceError(f"index must be a path or a FaceIndex, got "
+                                   f"{type(index).__name__}")
         loaded = index if isinstance(index, FaceIndex) else FaceIndex.load(index)
         loaded.check_model(embedder.signature)
         order = loaded.info.get("channel_order", embedder.normalization.channel_order)
@@ -144,6 +149,12 @@ class InsightFace:
         (`index.merge_files`) gives the index one build would.
         """
         embedder = self._need_embedder("building an index")
+        for name, value, optional in (("img_dir", img_dir, False),
+                                      ("label_file", label_file, True)):
+            if not isinstance(value, (str, os.PathLike)) and not (optional and value is None):
+                raise InsightFaceError(f"{name} must be a path, got {type(value).__name__}")
+        if base is not None and not isinstance(base, FaceIndex):
+            raise InsightFaceError(f"base must be a FaceIndex, got {type(base).__name__}")
         if detect_faces and self.detector is None:
             raise InsightFaceError("detecting gallery faces needs a detection model")
         entries = scan_gallery(img_dir, label_file)
@@ -168,7 +179,8 @@ class InsightFace:
         with bar:
             for start in range(0, len(entries), chunk):
                 part = entries[start:start + chunk]
-                crops = [self._gallery_face(read_image(p), p, detect_faces) for p, _ in part]
+                crops = [self._gallery_face(read_image(p, self.max_pixels), p, detect_faces)
+                         for p, _ in part]
                 parts.append(embedder.run(embedder.preprocess_images(crops)))
                 bar.update(len(part))
         if entries:
@@ -195,16 +207,17 @@ class InsightFace:
         """-> boxes [K, 5] (x1, y1, x2, y2, score) in input pixels, best first."""
         if self.detector is None:
             raise InsightFaceError("no detection model loaded")
-        return self.detector.detect(_to_rgb(image, channel_order))
+        return self.detector.detect(self._to_rgb(image, channel_order))
 
     def embed(self, image: ImageLike, boxes: np.ndarray | None = None,
               channel_order: str = "bgr") -> np.ndarray:
         """Unit embeddings [K, D] of the faces in `boxes` ([K, >=4]), or of the whole image."""
         embedder = self._need_embedder("embedding")
-        return embedder.embed(_to_rgb(image, channel_order), boxes)
+        rgb = self._to_rgb(image, channel_order)
+        return embedder.embed(rgb, None if boxes is None else check_boxes(boxes, rgb.shape))
 
     def predict(self, image: ImageLike, channel_order: str = "bgr") -> list[Face]:
-        return self.predict_rgb(_to_rgb(image, channel_order))
+        return self.predict_rgb(self._to_rgb(image, channel_order))
 
     def predict_rgb(self, rgb: np.ndarray) -> list[Face]:
         height, width = rgb.shape[:2]
@@ -242,6 +255,14 @@ class InsightFace:
             raise InsightFaceError(f"{what} needs a recognition model")
         return self.embedder
 
+    def _to_rgb(self, image: ImageLike, channel_order: str) -> np.ndarray:
+        if isinstance(image, np.ndarray):
+            return as_rgb(image, channel_order)
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image, self.max_pixels)
+        raise InsightFaceError(f"image must be a path or a uint8 ndarray [H, W, 3], got "
+                               f"{type(image).__name__}")
+
 
 def shard_of(entries: list[tuple[Path, str]], number: int, count: int,
              ) -> list[tuple[Path, str]]:
@@ -269,12 +290,6 @@ def skip_known_photos(entries: list[tuple[Path, str]], index: FaceIndex,
         log.warning("%d of %d gallery photos are already in the index (same file content, "
                     "e.g. %s): skipped", len(skipped), len(entries), skipped[0])
     return kept, hashes
-
-
-def _to_rgb(image: ImageLike, channel_order: str) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        return as_rgb(image, channel_order)
-    return read_image(image)
 
 
 def _require_cuda() -> None:

@@ -7,23 +7,26 @@ user can cause is reported as one line on stderr with exit status 1 (argparse's 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-import cv2
-from prettytable import PrettyTable
-from tqdm import tqdm
-
-from .api import REC_THRESH, Face, InsightFace
-from .draw import draw_faces
+from .api import REC_THRESH, InsightFace
+from .checks import DEFAULT_MAX_PIXELS, check_options, check_range
 from .errors import InsightFaceError
-from .fileio import atomic_open, atomic_path, exclusive_lock
+from .fileio import exclusive_lock
+from .folders import folder_for_output
+from .gallery import scan_gallery
 from .index import FaceIndex, merge_files
-from .media import InputSource
+from .legacy import load_legacy_index
+from .media import InputSource, Unreadable
+from .native_stderr import silence_native_stderr
+from .outputs import OutputFolder
+from .report import RunReport, results_json, results_table
+from .runner import predict_source
 
 
 def str2bool(text: str) -> bool:
@@ -57,8 +60,15 @@ def mode_arg(text: str) -> int:
     return mode
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too (the usage itself is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="insightfacepaddle",
         description="Face detection (BlazeFace) and recognition against an index.",
         epilog="examples:\n"
@@ -114,10 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--approximate", action="store_true",
                      help="approximate search with faiss (large galleries); with "
                           "--build_index: train its structure and store it in the index")
+    mod.add_argument("--max_megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
+                     help="larger images are refused before decoding (default %(default)g)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; `argv` None means this process's own arguments (then native
+    libraries' stray messages are kept off stderr, see `native_stderr`)."""
+    if argv is None:
+        silence_native_stderr()
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING, stream=sys.stderr)
     try:
@@ -125,8 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InsightFaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `insightfacepaddle ... | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 1
     except OSError as exc:  # disk full, permission denied, ... while writing results
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory (lower --max_megapixels or --max_batch_size)",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -134,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_cli_options(args)
     if args.build_index:
         return build_index(args)
     if not (args.det or args.rec):
@@ -144,11 +168,27 @@ def run(args: argparse.Namespace) -> int:
         raise InsightFaceError("--rec needs --index (make one with --build_index)")
     # check every input before loading any model
     index = FaceIndex.load(args.index) if args.rec else None
-    source = InputSource(args.input)
-    if args.output:
-        check_output_folder(Path(args.output), source)
-    app = make_app(args, det=args.det, rec=args.rec, index=index)
-    return predict(app, source, args)
+    source = InputSource(args.input, max_pixels(args))
+    identities = index.identities if index is not None else []
+    output = OutputFolder(Path(args.output), source, identities) if args.output else None
+    try:
+        app = make_app(args, det=args.det, rec=args.rec, index=index)
+        return predict(app, source, output, args)
+    finally:
+        if output is not None:
+            output.close()
+
+
+def max_pixels(args: argparse.Namespace) -> int:
+    return max(1, round(args.max_megapixels * 1e6))
+
+
+def check_cli_options(args: argparse.Namespace) -> None:
+    """The numeric flags, before any file is read or model loaded."""
+    check_range("--max_megapixels", args.max_megapixels, 1e-6)
+    check_options(det_thresh=args.det_thresh, rec_thresh=args.rec_thresh, cdd_num=args.cdd_num,
+                  max_batch_size=args.max_batch_size, det_max_side=args.det_max_side,
+                  cpu_threads=args.cpu_threads, max_pixels=max_pixels(args))
 
 
 def make_app(args: argparse.Namespace, det: bool, rec: bool,
@@ -158,7 +198,8 @@ def make_app(args: argparse.Namespace, det: bool, rec: bool,
         index=index, det_thresh=args.det_thresh, rec_thresh=args.rec_thresh,
         cdd_num=args.cdd_num, max_batch_size=args.max_batch_size,
         det_max_side=args.det_max_side, approximate_search=args.approximate, use_gpu=args.use_gpu,
-        cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn)
+        cpu_threads=args.cpu_threads, enable_mkldnn=args.enable_mkldnn,
+        max_pixels=max_pixels(args))
 
 
 def build_index(args: argparse.Namespace) -> int:
@@ -168,6 +209,8 @@ def build_index(args: argparse.Namespace) -> int:
     if not (args.img_dir or args.remove or args.legacy_index or args.merge):
         raise InsightFaceError("--build_index needs --img_dir, --remove, --legacy_index or "
                                "--merge")
+    if out.is_dir():
+        raise InsightFaceError(f"--build_index {out}: is a folder")
     if args.remove and not args.index:
         raise InsightFaceError("--remove needs --index (the index to remove from)")
     if args.merge and (args.img_dir or args.legacy_index or args.index):
@@ -175,15 +218,28 @@ def build_index(args: argparse.Namespace) -> int:
                                "--legacy_index or --index)")
     if args.shard and not args.img_dir:
         raise InsightFaceError("--shard needs --img_dir (the gallery to split)")
-    check_writable(out)
-    app = None if args.merge else make_app(args, det=args.detect_gallery, rec=True)
-    # one writer at a time from reading the old index to renaming the new one into place
-    with exclusive_lock(out):
-        index = edited_index(args, app)
-        index.save(out, mode=args.index_mode, with_ann=True if args.approximate else None)
+    with folder_for_output(out.parent, "--build_index"):
+        check_build_inputs(args)
+        app = None if args.merge else make_app(args, det=args.detect_gallery, rec=True)
+        # one writer at a time from reading the old index to renaming the new one into place
+        with exclusive_lock(out):
+            index = edited_index(args, app)
+            index.save(out, mode=args.index_mode, with_ann=True if args.approximate else None)
     print(f"wrote {out}: {len(index)} entries, {len(index.identities)} identities, "
           f"model {index.model.describe()}", file=sys.stderr)
     return 0
+
+
+def check_build_inputs(args: argparse.Namespace) -> None:
+    """Everything --build_index reads that needs no model, checked before one loads."""
+    base = FaceIndex.load(args.index) if args.index else None
+    unknown = [name for name in args.remove if base is not None and name not in base.identities]
+    if unknown:
+        raise InsightFaceError(f"--remove: {', '.join(map(repr, unknown))} not in {args.index}")
+    if args.legacy_index:
+        load_legacy_index(args.legacy_index)
+    if args.img_dir:
+        scan_gallery(args.img_dir, args.label)
 
 
 def edited_index(args: argparse.Namespace, app: InsightFace | None) -> FaceIndex:
@@ -191,13 +247,14 @@ def edited_index(args: argparse.Namespace, app: InsightFace | None) -> FaceIndex
     if args.merge:
         return merge_files(args.merge)
     assert app is not None and app.embedder is not None
+    base = FaceIndex.load(args.index) if args.index else None  # again: under the lock
     if args.legacy_index:
         index = FaceIndex.from_legacy(args.legacy_index, app.embedder.signature)
         logging.warning("the old tool embedded its gallery photos as BGR while faces are now "
                         "embedded as RGB: matches will be weaker than with an index rebuilt "
                         "from the gallery (--img_dir)")
-    elif args.index:
-        index = FaceIndex.load(args.index)
+    elif base is not None:
+        index = base
         index.check_model(app.embedder.signature)
     else:
         index = None
@@ -211,95 +268,24 @@ def edited_index(args: argparse.Namespace, app: InsightFace | None) -> FaceIndex
     return index
 
 
-def check_output_folder(output: Path, source: InputSource) -> None:
-    """Refuse an --output that is a file or would overwrite the inputs with drawings."""
-    if output.exists() and not output.is_dir():
-        raise InsightFaceError(f"--output {output}: exists and is not a folder")
-    inputs = source.path if source.kind == "folder" else source.path.parent
-    if output.resolve() == inputs.resolve():
-        raise InsightFaceError(f"--output {output}: is where the inputs are; the drawings would "
-                               "replace them")
-    check_writable(output / "probe")
+def predict(app: InsightFace, source: InputSource, output: OutputFolder | None,
+            args: argparse.Namespace) -> int:
+    """Report every input that could be done, even when a later one stops the run."""
+    report = RunReport()
 
+    def on_failure(item: Unreadable) -> None:
+        print(f"error: {item.message}", file=sys.stderr, flush=True)
 
-def check_writable(path: Path) -> None:
-    """Fail before hours of work if `path`'s folder cannot be created or written."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InsightFaceError(f"{path.parent}: cannot create folder ({exc.strerror})") from None
-    if not os.access(path.parent, os.W_OK):
-        raise InsightFaceError(f"{path.parent}: not writable")
-
-
-def predict(app: InsightFace, source: InputSource, args: argparse.Namespace) -> int:
-    output = Path(args.output) if args.output else None
-    identities = app.index.identities if app.index is not None else []
-    results: list[tuple[str, list[Face]]] = []
-    unit = "frame" if source.kind == "video" else "image"
-    frames = tqdm(iter(source), total=len(source), desc="predict", unit=unit, file=sys.stderr,
-                  disable=len(source) < 2)
-    if output is not None and source.kind == "video":
-        pairs = write_video(app.predict_frames(frames), source, output, identities)
-    else:
-        pairs = app.predict_frames(frames)
-    for frame, faces in pairs:
-        if output is not None and source.kind != "video":
-            write_image(output / frame.name, draw_faces(frame.rgb, faces, identities))
-        results.append((frame.name, faces))
-    if args.json:
-        payload = {"results": [{"file": name, "faces": [f.to_dict() for f in faces]}
-                               for name, faces in results]}
-        print(json.dumps(payload, indent=2))
-    else:
-        print(results_table(results))
-    if output is not None:
-        print(f"drawn results in {output}", file=sys.stderr)
-    return 0
-
-
-def results_table(results: list[tuple[str, list[Face]]]) -> PrettyTable:
-    table = PrettyTable(["file", "face", "box (x1, y1, x2, y2)", "det score", "label",
-                         "similarity"])
-    for name, faces in results:
-        if not faces:
-            table.add_row([name, "-", "no face", "", "", ""])
-        for number, face in enumerate(faces, start=1):
-            box = ", ".join(f"{v:.0f}" for v in face.box)
-            similarity = "" if face.similarity is None else f"{face.similarity:.3f}"
-            table.add_row([name, number, box, f"{face.score:.3f}", face.label or "", similarity])
-    table.align = "l"
-    return table
-
-
-def write_image(path: Path, rgb) -> None:
-    suffix = path.suffix if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".png"
-    ok, data = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise InsightFaceError(f"{path}: cannot encode the drawn image")
-    with atomic_open(path.with_suffix(suffix), "wb") as handle:
-        handle.write(data.tobytes())
-
-
-def write_video(pairs, source: InputSource, output: Path, identities: list[str]):
-    """Pass (frame, faces) through while drawing them into `output/<video name>` atomically."""
-    target = output / source.path.with_suffix(".mp4").name
-    writer = None
-    with atomic_path(target) as tmp:
-        try:
-            for frame, faces in pairs:
-                if writer is None:
-                    height, width = frame.rgb.shape[:2]
-                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),
-                                             source.fps, (width, height))
-                    if not writer.isOpened():
-                        raise InsightFaceError(f"{target}: cannot write video")
-                writer.write(cv2.cvtColor(draw_faces(frame.rgb, faces, identities),
-                                          cv2.COLOR_RGB2BGR))
-                yield frame, faces
-        finally:
-            if writer is not None:
-                writer.release()
+        predict_source(app, source, report, output, on_failure)
+    finally:
+        if args.json:
+            print(results_json(report))
+        elif report.results:
+            print(results_table(report))
+        if output is not None and output.wrote_any:
+            print(f"drawn results in {output.folder}", file=sys.stderr)
+    return 1 if report.failures else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

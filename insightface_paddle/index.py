@@ -349,17 +349,10 @@ class FaceIndex:
         The old file does not say which model made it: `model` is the caller's statement (the
         old tool's default was MobileFace). Its features were embedded from BGR whole photos.
         """
-        labels, features = load_legacy_index(path)
-        if not labels:
-            raise InsightFaceError(f"{path}: the old index holds no entries")
+        labels, features = load_legacy_index(path)  # refuses empty, zero or NaN features
         if features.shape[1] != model.embedding_size:
             raise InsightFaceError(f"{path}: features are {features.shape[1]}-D but "
                                    f"{model.describe()} gives {model.embedding_size}-D")
-        norms = np.linalg.norm(features, axis=1)
-        bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
-        if len(bad):
-            raise InsightFaceError(f"{path}: feature {bad[0]} ({labels[bad[0]]!r}) is zero or "
-                                   "not finite")
         info = {"imported_from": str(path), "channel_order": "BGR", "faces": "whole photo"}
         index = cls(model, info=info)
         index.add(labels, features, [f"legacy:{i}" for i in range(len(labels))])

@@ -113,9 +113,13 @@ def load_legacy_index(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarr
     if not all(isinstance(f, np.ndarray) and f.dtype.kind == "f" for f in features):
         raise fail("features must be float arrays")
     if not features:
-        return labels, np.zeros((0, 0), np.float32)
+        raise fail("it holds no entries")
     sizes = {f.size for f in features}
     if len(sizes) != 1:
         raise fail(f"features have different sizes {sorted(sizes)}")
     matrix = np.stack([f.reshape(-1) for f in features]).astype(np.float32)
+    norms = np.linalg.norm(matrix, axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
+    if len(bad):  # NaN rows would silently never match, zero rows cannot be normalised
+        raise fail(f"feature {bad[0]} ({labels[bad[0]]!r}) is zero or not finite")
     return labels, matrix

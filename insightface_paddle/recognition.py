@@ -17,8 +17,10 @@ tool stretched the box itself to a square; on LFW pairs that scores 82.8% agains
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -59,6 +61,42 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def preprocess_faces(faces: Sequence[np.ndarray] | np.ndarray,
+                     normalization: Normalization = FACE_NORMALIZATION,
+                     input_size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
+    """uint8 RGB faces [H, W, 3] (any sizes; a list or an [N, H, W, 3] array) -> float32
+    [N, 3, h, w]: bilinear resize in float32 to `input_size` (width, height) where the size
+    differs, then `normalization` (its mean/std and channel order). The one face preprocessing
+    of the project: training data, evaluation and the runtime all call it."""
+    width, height = input_size
+    batch = np.empty((len(faces), 3, height, width), np.float32)
+    for i, face in enumerate(faces):
+        pixels = face.astype(np.float32)
+        if pixels.shape[:2] != (height, width):
+            pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+        batch[i] = normalization.apply(pixels).transpose(2, 0, 1)
+    return batch
+
+
+def mirror(batch: np.ndarray) -> np.ndarray:
+    """Preprocessed images [..., H, W] mirrored left-right (contiguous copy)."""
+    return np.ascontiguousarray(batch[..., ::-1])
+
+
+def flip_views(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """[N, 3, h, w] -> (emb(x), emb(mirrored x)), each raw [N, D], from ONE call of `run` on
+    the 2N images (one predictor call is cheaper than two half-size ones)."""
+    out = np.asarray(run(np.concatenate([batch, mirror(batch)])), np.float32)
+    return out[:len(batch)], out[len(batch):]
+
+
+def flip_embedding(run: Callable[[np.ndarray], np.ndarray], batch: np.ndarray) -> np.ndarray:
+    """The insightface test-time embedding: emb(x) + emb(mirrored x), raw [N, D]."""
+    plain, mirrored = flip_views(run, batch)
+    return plain + mirrored
+
+
 def face_square(box: np.ndarray) -> np.ndarray:
     """A detector box (x1, y1, x2, y2, ...) -> the square (x1, y1, x2, y2) to embed."""
     side = max(box[2] - box[0], box[3] - box[1]) * SQUARE_SIDE
@@ -82,6 +120,16 @@ def crop_padded(image: np.ndarray, box: np.ndarray) -> np.ndarray:
 def crop_face(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The face square of a detector box (see `face_square`)."""
     return crop_padded(image, face_square(box))
+
+
+def input_size_from_meta(size: object, folder: Path) -> tuple[int, int]:
+    """`model_meta.json`'s input size [width, height]: two positive integers."""
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096
+                       for v in size)):
+        raise InsightFaceError(f"{folder}/model_meta.json: input size must be [width, height] "
+                               f"in pixels (integers 1..4096), got {size!r}")
+    return size[0], size[1]
 
 
 class FaceEmbedder:
@@ -111,7 +159,7 @@ class FaceEmbedder:
             kwargs.setdefault("normalization", normalization_from_meta(meta, folder))
             size = meta.get("input", {}).get("size")
             if size:
-                kwargs.setdefault("input_size", (int(size[0]), int(size[1])))
+                kwargs.setdefault("input_size", input_size_from_meta(size, folder))
             name = name or meta.get("name")
         width, height = kwargs.get("input_size", INPUT_SIZE)
         probe = np.zeros((1, 3, height, width), np.float32)
@@ -123,19 +171,11 @@ class FaceEmbedder:
         """uint8 RGB [H, W, 3] and detector boxes [K, >=4] (None = the whole image) ->
         [K, 3, h, w] of their face squares."""
         crops = [rgb] if boxes is None else [crop_face(rgb, b) for b in boxes]
-        return np.stack([self._prepare(c) for c in crops]) if crops else self._empty()
+        return self.preprocess_images(crops)
 
-    def preprocess_images(self, images: list[np.ndarray]) -> np.ndarray:
-        """Whole uint8 RGB images (gallery photos) -> [N, 3, h, w]."""
-        return np.stack([self._prepare(i) for i in images]) if images else self._empty()
-
-    def _prepare(self, crop: np.ndarray) -> np.ndarray:
-        resized = cv2.resize(crop.astype(np.float32), self.input_size,
-                             interpolation=cv2.INTER_LINEAR)
-        return self.normalization.apply(resized).transpose(2, 0, 1)
-
-    def _empty(self) -> np.ndarray:
-        return np.zeros((0, 3, self.input_size[1], self.input_size[0]), np.float32)
+    def preprocess_images(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Whole uint8 RGB images (gallery photos, aligned faces) -> [N, 3, h, w]."""
+        return preprocess_faces(images, self.normalization, self.input_size)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """[N, 3, h, w] preprocessed -> raw embeddings [N, D], `max_batch_size` at a time."""

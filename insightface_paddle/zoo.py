@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .errors import InsightFaceError
 from .fileio import sha256_file
+from .folders import make_folder, remove_empty
 
 HOME_ENV = "INSIGHTFACE_PADDLE_HOME"
 URL_ENV = "INSIGHTFACE_PADDLE_MODEL_URL"
@@ -128,10 +129,20 @@ def resolve(name_or_dir: str | os.PathLike[str], task: str | None = None) -> Pat
 def download(model: ZooModel) -> Path:
     """Fetch, extract and verify `model` into the cache; the final folder appears atomically."""
     home = model_home()
-    folder = home / model.archive
     url = os.environ.get(URL_ENV, DEFAULT_URL).format(model.archive)
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        created = make_folder(home, "the model cache")
+    except InsightFaceError as exc:
+        raise InsightFaceError(f"{exc}; set {HOME_ENV} to a writable folder") from None
+    try:
+        return _download_into(model, home, url)
+    finally:
+        remove_empty(created)  # a failed download leaves no empty cache folder behind
+
+
+def _download_into(model: ZooModel, home: Path, url: str) -> Path:
+    folder = home / model.archive
+    try:
         staging = Path(tempfile.mkdtemp(prefix=f".{model.archive}.", dir=home))
     except OSError as exc:
         raise InsightFaceError(f"cannot write the model cache {home} ({exc.strerror}); "

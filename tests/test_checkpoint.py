@@ -27,6 +27,7 @@ from arcface_paddle.config import load_config
 from arcface_paddle.errors import ArcFaceError
 from arcface_paddle.heads.partial_fc import PartialFC, shard_range
 from arcface_paddle.train import train
+from arcface_paddle.weights import read_weights, save_weights
 from dist_scripts import tiny_backbones
 from test_amp import Trainer
 
@@ -258,3 +259,99 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(tmp_path):
     assert [r["step"] for r in logs[1]] == list(range(1, 9))
     for x, y in zip(logs[0], logs[1]):
         assert (x["step"], x["lr"], x["loss"]) == (y["step"], y["lr"], y["loss"])
+
+
+def _edit_meta(**changes):
+    def edit(path: Path) -> None:
+        meta = json.loads((path / META_FILE).read_text())
+        for key, value in changes.items():
+            if value is None:
+                meta.pop(key)
+            else:
+                meta[key] = value
+        (path / META_FILE).write_text(json.dumps(meta))
+    return edit
+
+
+def _edit_npz(name: str, change):
+    def edit(path: Path) -> None:
+        with np.load(path / name) as data:
+            arrays = {key: data[key] for key in data.files}
+        change(arrays)
+        with open(path / name, "wb") as handle:
+            np.savez(handle, **arrays)
+    return edit
+
+
+def _truncate(name: str):
+    def edit(path: Path) -> None:
+        data = (path / name).read_bytes()
+        (path / name).write_bytes(data[:len(data) // 2])
+    return edit
+
+
+def _first_float(arrays: dict) -> str:
+    return next(k for k, v in arrays.items() if v.dtype.kind == "f")
+
+
+def _poison(arrays: dict) -> None:
+    arrays[_first_float(arrays)].flat[0] = np.nan
+
+
+def _to_int(arrays: dict) -> None:
+    key = _first_float(arrays)
+    arrays[key] = arrays[key].astype(np.int32)
+
+
+def _widen(arrays: dict) -> None:
+    key = _first_float(arrays)
+    arrays[key] = np.zeros((*arrays[key].shape, 2), arrays[key].dtype)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (_edit_meta(step=-100), r"meta\.json: step must be an integer >= 0, got -100"),
+    (_edit_meta(step="3"), r"step must be an integer >= 0, got '3'"),
+    (_edit_meta(world_size=None), r"world_size must be an integer >= 1, got None"),
+    (_edit_meta(world_size=2, global_batch=7), r"global_batch must be a multiple of world_size"),
+    (_edit_meta(embedding_size=True), r"embedding_size must be an integer >= 1, got True"),
+    (_edit_meta(loss_scaler={"scale": "big"}), r"loss_scaler must be"),
+    (_edit_meta(loss_scaler=None), r"loss_scaler must be"),
+    (_edit_meta(partial_fc="all"), r"partial_fc must be a list"),
+    (_edit_meta(partial_fc=[{"file": "../x.npz", "class_start": 0, "class_stop": 40}]),
+     r"partial_fc\[0\] must be"),
+    (_edit_meta(partial_fc=[{"file": "partial_fc_00000.npz", "class_start": 0,
+                             "class_stop": 30}]), r"shards end at class 30"),
+    (_truncate("backbone.npz"), r"backbone\.npz: not a weights file, or truncated"),
+    (_truncate("optimizer.npz"), r"optimizer\.npz: unreadable, truncated"),
+    (_truncate("partial_fc_00000.npz"), r"partial_fc_00000\.npz: unreadable, truncated"),
+    (_edit_npz("optimizer.npz", _poison), r"optimizer\.npz: .* holds NaN or infinite values"),
+    (_edit_npz("optimizer.npz", _to_int), r"optimizer\.npz: .* holds int32, expected floating"),
+    (_edit_npz("optimizer.npz", _widen), r"optimizer\.npz: .* has shape .*, parameter"),
+    (_edit_npz("optimizer.npz", lambda a: a.update(junk=np.zeros(2, np.float32))),
+     r"entry 'junk' is not"),
+    (_edit_npz("partial_fc_00000.npz", _poison), r"partial_fc_00000\.npz: weight holds NaN"),
+    (_edit_npz("partial_fc_00000.npz", lambda a: a.update(velocity=a["velocity"][:3])),
+     r"velocity has shape \[3, 8\]; meta\.json implies \[40, 8\]"),
+    (_edit_npz("partial_fc_00000.npz", lambda a: a.pop("class_range")), r"lacks class_range"),
+    (_edit_npz("partial_fc_00000.npz", lambda a: a.update(weight=a["weight"].astype(np.int64))),
+     r"weight holds int64, expected floating point"),
+])
+def test_tampered_checkpoints_are_refused_with_one_line(tmp_path, tamper, message):
+    """Issue 10, item 2: each of these gave a traceback, hung the trainer (step -100) or
+    would have trained on NaN."""
+    path = save(trained(1), tmp_path, 1)
+    tamper(path)
+    fresh = Trainer()
+    with pytest.raises(ArcFaceError, match=message) as caught:
+        load_checkpoint(path, fresh.backbone, fresh.optimizer, fresh.head, fresh.scaler)
+    assert "\n" not in str(caught.value)
+
+
+def test_nan_backbone_weights_are_refused(tmp_path):
+    path = save(trained(1), tmp_path, 1)
+    arrays, meta = read_weights(path / "backbone.npz")
+    arrays[_first_float(arrays)].flat[0] = np.inf
+    save_weights(path / "backbone.npz", arrays, meta["backbone"], meta["embedding_size"])
+    fresh = Trainer()
+    with pytest.raises(ArcFaceError, match=r"backbone\.npz: .* holds NaN or infinite values"):
+        load_checkpoint(path, fresh.backbone, fresh.optimizer, fresh.head, fresh.scaler)

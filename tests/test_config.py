@@ -11,10 +11,12 @@ from arcface_paddle.command import run_main
 from arcface_paddle.config import (
     config_from_argv,
     config_table,
+    key_help,
     load_config,
     parse_value,
     split_argv,
 )
+from arcface_paddle.config import main as config_main
 from arcface_paddle.errors import ArcFaceError
 from arcface_paddle.train import main
 
@@ -135,4 +137,88 @@ def test_command_line_prints_errors_without_traceback(capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_main(main, ["--help"])
     assert exit_info.value.code == 0
-    assert "| init_loss_scaling" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--init_loss_scaling float = 65536.0\n      starting loss scale" in out
+
+
+def test_every_key_has_a_one_line_help_shown_by_train_help(capsys):
+    """Issue 10, item 20: `--help` listed keys without their meaning. The meaning is the
+    comment beside each default in configs/base.py; none may be missing."""
+    meanings = key_help()
+    config = load_config(None)
+    assert list(meanings) == list(config)
+    assert all(meanings[key] for key in config), [k for k in config if not meanings[k]]
+    assert main(["--help", "--config_file", str(CONFIGS / "tiny_cpu.py")]) == 0
+    out = capsys.readouterr().out
+    for key in config:
+        assert f"  --{key} {config.type_of(key)} = " in out and meanings[key] in out
+    assert "--backbone str = MobileFaceNet\n" in out  # the job file's value, not base's
+    assert max(map(len, out.splitlines())) <= 100
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch_size", "0"], "--batch_size must be an integer >= 1, got 0"),
+    (["--embedding_size", "0"], "--embedding_size must be an integer >= 1, got 0"),
+    (["--num_workers", "-1"], "--num_workers must be an integer >= 0, got -1"),
+    (["--margin", "1"], "--margin must be three finite values"),
+    (["--margin", "1,0.5,0,0"], "--margin must be three finite values"),
+    (["--margin", "1,nan,0"], "--margin must be three finite values"),
+    (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+    (["--lr", "-0.1"], "--lr must be a finite number > 0"),
+    (["--scale", "0"], "--scale must be a finite number > 0"),
+    (["--sample_ratio", "0"], "--sample_ratio must be in (0, 1]"),
+    (["--momentum", "1"], "--momentum must be in [0, 1)"),
+    (["--weight_decay", "nan"], "--weight_decay must be a finite number >= 0"),
+    (["--num_classes", "0"], "--num_classes must be an integer >= 1"),
+    (["--max_steps", "0"], "--max_steps must be an integer >= 1"),
+    (["--train_unit", "week"], "--train_unit must be one of epoch, step"),
+    (["--decay_boundaries", "5,2"], "--decay_boundaries must be finite values >= 0 in incr"),
+    (["--log_interval_step", "0"], "--log_interval_step must be an integer >= 1"),
+    (["--seed", "-1"], "--seed must be an integer in [0, 2**32)"),
+    (["--val_targets", "../etc/passwd"], "--val_targets must be names of"),
+    (["--output", ""], "--output must be a folder (not empty)"),
+    (["--init_loss_scaling", "0.5"], "--init_loss_scaling must lie between min_loss_scaling 1"),
+])
+def test_values_no_run_can_use_are_refused_up_front_naming_the_flag(argv, message):
+    """Issue 10, item 2: these gave tracebacks or trained to NaN."""
+    with pytest.raises(ArcFaceError) as caught:
+        config_from_argv(["--config_file", str(CONFIGS / "tiny_cpu.py"), *argv])
+    assert message in str(caught.value)
+
+
+def test_bad_values_in_a_job_file_name_the_file(tmp_path):
+    job = tmp_path / "job.py"
+    job.write_text("batch_size = -4\n")
+    with pytest.raises(ArcFaceError, match=r"job\.py: batch_size must be an integer >= 1, got -4"):
+        load_config(job)
+    with pytest.raises(ArcFaceError, match=r"replace\(\): lr must be a finite number > 0"):
+        load_config(None).replace(lr=float("nan"))
+
+
+def test_scripts_ask_for_resolved_values(capsys):
+    """`python -m arcface_paddle.config KEY ...`: what scripts/train_dynamic.sh uses to find
+    the run's output folder (and to refuse bad flags before launching ranks)."""
+    assert config_main(["output", "--config_file", str(CONFIGS / "tiny_cpu.py")]) == 0
+    assert capsys.readouterr().out == "./output/tiny_cpu\n"
+    assert config_main(["output", "--output", "runs/x"]) == 0
+    assert capsys.readouterr().out == "runs/x\n"
+    with pytest.raises(ArcFaceError, match="unknown key 'outptu'"):
+        config_main(["outptu"])
+    with pytest.raises(ArcFaceError, match="--batch_size must be"):
+        config_main(["output", "--batch_size", "0"])
+
+
+def test_a_data_folder_on_the_command_line_replaces_a_job_files_synthetic_data():
+    """Issue 10, item 3: tiny_cpu.py pins synthetic data, and --data_dir was silently
+    ignored. Now the folder is used (format detected), or the run says why not."""
+    tiny = ["--config_file", str(CONFIGS / "tiny_cpu.py")]
+    assert load_config(CONFIGS / "tiny_cpu.py").data_format == "synthetic"
+    config = config_from_argv([*tiny, "--data_dir", "my_faces"])
+    assert (config.data_format, config.data_dir) == ("auto", "my_faces")
+    config = config_from_argv([*tiny, "--label_file", "my_faces/list.txt"])
+    assert config.data_format == "auto"
+    assert config_from_argv([*tiny, "--data_dir", "d", "--data_format", "packed"]
+                            ).data_format == "packed"
+    with pytest.raises(ArcFaceError, match="--data_dir d: synthetic data reads no files"):
+        config_from_argv([*tiny, "--data_dir", "d", "--data_format", "synthetic"])

@@ -93,7 +93,8 @@ def test_missing_data_and_bad_images_are_user_errors(tmp_path, faces):
         FaceDataset(open_reader(str(small)))[(0, 0)]
     broken = tmp_path / "broken"
     make_folder(broken, [(b"not an image", 0)])
-    with pytest.raises(ArcFaceError, match=r"image 0: not an image \(cannot decode\)$"):
+    with pytest.raises(ArcFaceError, match=r"broken/images/000\.png \(image 0 of .*broken/label"
+                                            r"\.txt\): not an image \(cannot decode\)$"):
         FaceDataset(open_reader(str(broken)))[(0, 0)]
     (broken / "images" / "000.png").unlink()
     with pytest.raises(ArcFaceError, match=r"000\.png"):

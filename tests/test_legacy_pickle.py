@@ -69,6 +69,7 @@ def test_legacy_index_round_trip(tmp_path):
         ({"label": [3], "feature": [np.zeros((1, 4), np.float32)]}, "labels must be strings"),
         ({"label": ["a"], "feature": [np.zeros((1, 4), np.int64)]}, "float arrays"),
         ({"label": ["a"], "other": []}, "keys"),
+        ({"label": [], "feature": []}, "holds no entries"),
     ],
 )
 def test_legacy_index_rejects_other_structures(tmp_path, obj, why):

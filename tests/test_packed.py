@@ -190,3 +190,38 @@ def test_cli_round_trip_and_error_exit(tmp_path):
                             capture_output=True, text=True)
     assert failed.returncode == 1
     assert failed.stderr.strip() == f"error: {tmp_path / 'nowhere' / 'label.txt'}: missing"
+
+
+def _packed(tmp_path: Path) -> Path:
+    with PackedWriter(tmp_path / "packed") as writer:
+        for i in range(6):
+            writer.add(bytes([i + 1]) * 10, i % 3, f"images/{i}.jpg")
+    return tmp_path / "packed"
+
+
+@pytest.mark.parametrize("meta_change, message", [
+    ({"shards": 5}, r"shards must be a list of file names in the folder, got 5"),
+    ({"shards": ["../elsewhere/data_00000.bin"]}, r"shards must be a list of file names"),
+    ({"num_images": "6"}, r"num_images must be an integer >= 0, got '6'"),
+    ({"num_classes": None}, r"num_classes must be an integer >= 0, got None"),
+    ({"num_classes": 2}, r"index\.npy: row \d+ has label 2, but meta\.json says 2 classes"),
+])
+def test_tampered_meta_is_refused_with_one_line(tmp_path, meta_change, message):
+    """Beside issue 10, item 1: a damaged meta.json gave TypeError/KeyError tracebacks, and a
+    shard name could point outside the folder."""
+    root = _packed(tmp_path)
+    meta = json.loads((root / META_FILE).read_text())
+    (root / META_FILE).write_text(json.dumps({**meta, **meta_change}))
+    with pytest.raises(ArcFaceError, match=message):
+        PackedReader(root)
+
+
+@pytest.mark.parametrize("column, value, message", [
+    (1, -10, r"row 0 has offset -10"), (2, 0, r"row 0 has length 0"), (3, -1, r"label -1")])
+def test_tampered_index_rows_are_refused_when_opened(tmp_path, column, value, message):
+    root = _packed(tmp_path)
+    index = np.load(root / INDEX_FILE)
+    index[0, column] = value
+    np.save(root / INDEX_FILE, index)
+    with pytest.raises(ArcFaceError, match=message):
+        PackedReader(root)

@@ -16,6 +16,7 @@ import pytest
 from friends_truth import match_truth
 from insightface_paddle.cli import main
 from insightface_paddle.index import FaceIndex
+from insightface_paddle.outputs import MANIFEST
 from insightface_paddle.recognition import ModelSignature
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +51,7 @@ def bad_inputs(tmp_path):
     (tmp_path / "photos").mkdir()
     noise = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "photos" / "noise.png"), noise)
+    cv2.imwrite(str(tmp_path / "gallery" / "alice" / "1.png"), noise)
     (tmp_path / "damaged.npz").write_bytes(b"PK\x03\x04 but no zip after all")
     return tmp_path
 
@@ -73,8 +75,8 @@ def bad_inputs(tmp_path):
     (["--det", "--input", "{t}/photos", "--cpu_threads", "-3"], ["--cpu_threads must be >= 1"]),
     (["--build_index", "{t}/out.npz"], ["needs --img_dir"]),
     (["--build_index", "{t}/out.pkl", "--img_dir", "{t}/gallery"], [".npz"]),
-    (["--build_index", "{t}/out.npz", "--img_dir", "{t}/gallery", "--label", "{t}/labels.txt",
-      "--rec_model", "{t}/corrupt_model"], ["corrupt_model", "corrupt model graph"]),
+    (["--build_index", "{t}/out.npz", "--img_dir", "{t}/gallery", "--rec_model",
+      "{t}/corrupt_model"], ["corrupt_model", "corrupt model graph"]),
 ])
 def test_user_errors_are_one_line(capsys, bad_inputs, argv, fragments):
     code, _, err = _run(capsys, *[a.format(t=bad_inputs) for a in argv])
@@ -180,4 +182,4 @@ def test_quick_start_demo_script(tmp_path, shared):
     rows = [line for line in result.stdout.splitlines() if line.startswith("| friends")]
     assert len(rows) == 12 and sum("unknown" in row for row in rows) == 0
     assert sorted(p.name for p in (tmp_path / "demo" / "drawn").iterdir()) == [
-        "Rachel.png", "friends1.jpg", "friends2.jpg"]
+        MANIFEST, "Rachel.png", "friends1.jpg", "friends2.jpg"]

@@ -14,7 +14,12 @@ import pytest
 from insightface_paddle.detection import FaceDetector
 from insightface_paddle.errors import InsightFaceError
 from insightface_paddle.media import read_image
-from insightface_paddle.predictor import PredictorOptions, create_predictor, model_files
+from insightface_paddle.predictor import (
+    Normalization,
+    PredictorOptions,
+    create_predictor,
+    model_files,
+)
 from insightface_paddle.recognition import FaceEmbedder
 
 
@@ -131,3 +136,14 @@ def test_exported_model_metadata_and_onnx_backend(tmp_path):
     (paddle_dir / "model_meta.json").write_text(json.dumps({**meta, "format_version": 7}))
     with pytest.raises(InsightFaceError, match="unsupported model metadata version 7"):
         FaceEmbedder.from_folder(paddle_dir)
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_in_place_normalisation_equals_apply_and_transpose(order):
+    norm = Normalization((123.0, 117.0, 104.0), (58.0, 57.0, 57.5), order)
+    rgb = np.random.default_rng(0).integers(0, 256, (7, 5, 3), dtype=np.uint8)
+    out = np.full((3, 9, 6), 7.0, np.float32)  # a larger buffer: only the view is written
+    norm.into_chw(rgb, out[:, :7, :5])
+    expected = norm.apply(rgb.astype(np.float32)).transpose(2, 0, 1)
+    np.testing.assert_allclose(out[:, :7, :5], expected, rtol=1e-6, atol=1e-6)
+    assert np.all(out[:, 7:, :] == 7.0) and np.all(out[:, :, 5:] == 7.0)

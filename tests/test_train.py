@@ -68,19 +68,25 @@ def test_a_restarted_log_holds_each_step_once(tmp_path, capsys):
 @pytest.mark.slow
 def test_the_readme_cpu_command_trains_and_checkpoints(tmp_path):
     """`DEVICE=cpu NPROC=2 sh scripts/train_dynamic.sh ...` itself, from another folder, with
-    tiny settings as extra arguments: the documented command must keep working."""
-    output, log_dir = tmp_path / "run", tmp_path / "launch_log"
+    tiny settings as extra arguments: the documented command must keep working, and do what
+    the README says (issue 10, item 20): a VisualDL log in <output>/vdl, the launcher's logs
+    under <output> (not ./log in the checkout), no LAUNCH INFO lines or ccache warning, and a
+    console loss that says it is a mean."""
+    output = tmp_path / "run"
     env = clean_env()
     env.pop("PYTHONPATH")  # the script and tools/train.py must find the package themselves
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    env.update(DEVICE="cpu", NPROC="2", LOG_DIR=str(log_dir),
+    env.update(DEVICE="cpu", NPROC="2",
                PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    env.pop("LOG_DIR", None)
     args = ["--max_steps", "2", "--embedding_size", "32", "--batch_size", "2",
             "--num_classes", "8", "--synthetic_images_per_class", "2", "--log_interval_step",
-            "1", "--output", str(output)]
+            "2", "--output", str(output)]
+    before = set((REPO / "log").glob("*")) if (REPO / "log").is_dir() else set()
     result = subprocess.run(["sh", str(REPO / "scripts" / "train_dynamic.sh"), *args],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    log_dir = output / "launch_log"
     assert result.returncode == 0, (f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}\n"
                                     f"{worker_logs(log_dir)}")
     log = read_log(output)
@@ -90,7 +96,14 @@ def test_the_readme_cpu_command_trains_and_checkpoints(tmp_path):
     assert (meta["step"], meta["world_size"], meta["global_batch"]) == (2, 2, 4)
     rank0 = (log_dir / "workerlog.0").read_text()
     assert "| backbone" in rank0 and "MobileFaceNet" in rank0  # configs/tiny_cpu.py was used
-    assert re.search(r"step 2/2  loss \d", rank0), rank0[-2000:]
+    mean = np.mean([r["loss"] for r in log])
+    assert re.search(rf"step 2/2  loss {mean:.4f} \(mean of 2 steps\)", rank0), rank0[-2000:]
+    assert list((output / "vdl").glob("vdlrecords.*"))  # the README lists it
+    console = result.stdout + result.stderr
+    assert "LAUNCH INFO" not in console and "ccache" not in console and "ccache" not in rank0
+    assert console.lstrip().startswith("+--")  # the config table comes first
+    after = set((REPO / "log").glob("*")) if (REPO / "log").is_dir() else set()
+    assert after == before  # nothing written to ./log in the checkout
 
 
 @pytest.mark.slow

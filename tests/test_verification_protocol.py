@@ -62,3 +62,31 @@ def test_pair_cosine_is_computed_in_float64_for_float32_embeddings():
     unit = wide / np.linalg.norm(wide, axis=1, keepdims=True)
     np.testing.assert_allclose(cosine, np.sum(unit[0::2] * unit[1::2], axis=1), rtol=0,
                                atol=1e-15)
+
+
+def test_auc_is_the_chance_a_genuine_pair_outscores_an_impostor():
+    rng = np.random.default_rng(5)
+    issame = rng.random(400) < 0.5
+    cosine = np.round(np.where(issame, 0.4, 0.1) + rng.normal(0, 0.2, 400), 2)  # with ties
+    genuine, impostor = cosine[issame], cosine[~issame]
+    wins = (genuine[:, None] > impostor[None, :]).mean()
+    ties = (genuine[:, None] == impostor[None, :]).mean()
+    assert ten_fold_accuracy(cosine, issame).auc == pytest.approx(wins + ties / 2, abs=1e-12)
+
+
+def test_tar_at_far_counts_genuine_pairs_above_the_impostor_quantile():
+    impostor = np.linspace(-0.5, 0.5, 2000)  # FAR 1e-3 lets the top 2 impostors pass
+    genuine = np.array([0.499, 0.4985, 0.4990001, 0.6, 0.2])
+    cosine = np.r_[genuine, impostor]
+    issame = np.r_[np.ones(5, bool), np.zeros(2000, bool)]
+    tars = dict(ten_fold_accuracy(cosine, issame).tar_at_far)
+    third_highest = impostor[-3]
+    assert tars[1e-3] == pytest.approx(np.mean(genuine > third_highest))
+    assert tars[1e-4] == pytest.approx(np.mean(genuine > impostor[-1]))  # no impostor passes
+
+
+def test_thresholds_agree_as_distance_and_cosine():
+    issame = np.tile([True, False], 50)
+    result = ten_fold_accuracy(np.where(issame, 0.8, 0.1), issame)
+    assert result.cosine_threshold == pytest.approx(1 - result.distance_threshold / 2)
+    assert 0.1 < result.cosine_threshold <= 0.8

@@ -10,6 +10,11 @@ every global batch.
 Everything random is a function of (seed, epoch, sample index): flips do not depend on which
 worker or rank loads a sample, and a run resumed at step s (even on another number of ranks)
 sees exactly the global batches it would have seen.
+
+A sample that cannot be loaded (an undecodable image, a corrupt shard) is an `ArcFaceError`
+naming the file and record, whichever process loads it, and `FaceLoader` makes it end every
+rank: the ranks agree after each batch whether any of them failed (one scalar all-reduce), so
+none is left waiting in a collective for a rank that died.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import cv2
 import numpy as np
 import paddle
 
+from .. import distributed
 from ..errors import ArcFaceError
 from .label_file import read_label_file
 from .transforms import decode_rgb, hflip_chw, normalize_chw
@@ -42,6 +48,10 @@ class FaceReader(Protocol):
 
     def __getitem__(self, i: int) -> tuple[Image, int]: ...
 
+    def describe(self, i: int) -> str:
+        """Which file and record sample i comes from, for error messages."""
+        ...
+
 
 class ImageFolderReader:
     """Images listed in a `label.txt` (`relative/path<TAB>class index`), read as bytes."""
@@ -59,13 +69,15 @@ class ImageFolderReader:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def describe(self, i: int) -> str:
+        return f"{self.root / self.paths[i]} (image {i} of {self.label_file})"
+
     def __getitem__(self, i: int) -> tuple[bytes, int]:
         path = self.root / self.paths[i]
         try:
             return path.read_bytes(), int(self.labels[i])
         except OSError as exc:
-            raise ArcFaceError(f"{self.label_file}: image {self.paths[i]!r}: "
-                               f"{exc.strerror or exc}") from None
+            raise ArcFaceError(f"{self.describe(i)}: {exc.strerror or exc}") from None
 
 
 class SyntheticFaces:
@@ -107,6 +119,9 @@ class SyntheticFaces:
         noisy = jittered + rng.normal(0.0, self.noise, size=shifted.shape)
         return np.clip(noisy, 0, 255).astype(np.uint8)
 
+    def describe(self, i: int) -> str:
+        return f"synthetic image {i}"
+
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
         if not 0 <= i < len(self):
             raise IndexError(i)
@@ -135,6 +150,9 @@ def detect_format(data_dir: str | os.PathLike[str], label_file: str | None = Non
     root = Path(data_dir)
     if label_file is not None:
         return "folder"
+    if not root.is_dir():
+        why = "is not a folder" if root.exists() else "no such folder"
+        raise ArcFaceError(f"--data_dir {root}: {why}")
     if (root / "train.rec").is_file():
         return "rec"
     if (root / "meta.json").is_file():
@@ -192,15 +210,29 @@ class FaceDataset(paddle.io.Dataset):
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[np.ndarray, np.int64]:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
+        try:
+            return self._load(index, epoch)
+        except ArcFaceError:
+            raise
+        except Exception as exc:  # a reader or decoder failing in a way of its own: name it
+            raise ArcFaceError(f"{self._describe(index)}: {type(exc).__name__}: {exc}") from exc
+
+    def _describe(self, index: int) -> str:
+        describe = getattr(self.reader, "describe", None)
+        return describe(index) if describe else f"{type(self.reader).__name__} image {index}"
+
+    def _load(self, index: int, epoch: int) -> tuple[np.ndarray, np.int64]:
         image, label = self.reader[index]
-        source = f"{type(self.reader).__name__} image {index}"
-        rgb = image if isinstance(image, np.ndarray) and image.ndim == 3 else decode_rgb(
-            image, source)
+        if isinstance(image, np.ndarray) and image.ndim == 3:
+            rgb = image
+        else:
+            rgb = decode_rgb(image, self._describe(index))
         if rgb.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-            raise ArcFaceError(f"{source}: {rgb.shape[1]}x{rgb.shape[0]} pixels; training "
-                               f"expects aligned {IMAGE_SIZE}x{IMAGE_SIZE} faces")
+            raise ArcFaceError(f"{self._describe(index)}: {rgb.shape[1]}x{rgb.shape[0]} pixels; "
+                               f"training expects aligned {IMAGE_SIZE}x{IMAGE_SIZE} faces")
         if not 0 <= label < self.num_classes:
-            raise ArcFaceError(f"{source}: label {label} outside 0..{self.num_classes - 1}")
+            raise ArcFaceError(f"{self._describe(index)}: label {label} outside "
+                               f"0..{self.num_classes - 1}")
         chw = normalize_chw(rgb)
         if self.random_flip and flip_decision(self.seed, epoch, index):
             chw = hflip_chw(chw)
@@ -246,8 +278,103 @@ class GlobalBatchSampler(paddle.io.Sampler):
             yield [(int(i), self.epoch) for i in batch]
 
 
+#: bytes of a failed sample's error message handed back by a DataLoader worker
+MESSAGE_BYTES = distributed.MESSAGE_BYTES
+
+
+class _ReportingDataset(paddle.io.Dataset):
+    """`FaceDataset` for DataLoader workers: a sample that fails comes back as data, (zero
+    image, label -1, its message as bytes), and the others with an empty message. Raised in a
+    worker, Paddle re-raises the error in a feeding thread of its own, prints the traceback
+    there and hands the training loop only "Blocking queue is killed"."""
+
+    def __init__(self, dataset: FaceDataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, np.int64, np.ndarray]:
+        message = np.zeros(MESSAGE_BYTES, np.uint8)
+        try:
+            image, label = self.dataset[key]
+        except ArcFaceError as exc:
+            data = str(exc).encode("utf-8")[:MESSAGE_BYTES]
+            message[:len(data)] = np.frombuffer(data, np.uint8)
+            return np.zeros((3, IMAGE_SIZE, IMAGE_SIZE), np.float32), np.int64(-1), message
+        return image, label, message
+
+
+def _first_message(messages: paddle.Tensor) -> str | None:
+    """[B, MESSAGE_BYTES] uint8 -> the first non-empty message, or None."""
+    rows = messages.numpy()
+    failed = np.flatnonzero(rows.any(axis=1))
+    if not failed.size:
+        return None
+    return rows[failed[0]].tobytes().rstrip(b"\0").decode("utf-8", "replace")
+
+
+class FaceLoader:
+    """Batches of (images float32 [B, 3, 112, 112], labels int64 [B]) in the sampler's order.
+
+    `num_workers` 0 loads in this process (Paddle's single-process DataLoader hangs for good
+    when the dataset raises in its feeding thread); more uses Paddle's worker processes. Either
+    way a sample that fails to load ends every rank with the same one-line `ArcFaceError`
+    (module docstring)."""
+
+    def __init__(self, dataset: FaceDataset, sampler: GlobalBatchSampler,
+                 num_workers: int) -> None:
+        self.dataset = dataset
+        self.sampler = sampler
+        self.num_workers = num_workers
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def _in_process(self) -> Iterator[tuple[paddle.Tensor, paddle.Tensor]]:
+        for keys in self.sampler:
+            samples = [self.dataset[key] for key in keys]
+            yield (paddle.to_tensor(np.stack([image for image, _ in samples])),
+                   paddle.to_tensor(np.asarray([label for _, label in samples], np.int64)))
+
+    def _batches(self) -> Iterator[tuple[paddle.Tensor, paddle.Tensor]]:
+        if self.num_workers == 0:
+            yield from self._in_process()
+            return
+        loader = paddle.io.DataLoader(_ReportingDataset(self.dataset), batch_sampler=self.sampler,
+                                      num_workers=self.num_workers, use_shared_memory=True)
+        for images, labels, messages in loader:
+            message = _first_message(messages)
+            if message is not None:
+                raise ArcFaceError(message)
+            yield images, labels
+
+    def __iter__(self) -> Iterator[tuple[paddle.Tensor, paddle.Tensor]]:
+        batches = self._batches()
+        while True:
+            batch, error = None, None
+            try:
+                batch = next(batches)
+            except StopIteration:
+                pass  # every rank's sampler has the same length: all stop together
+            except ArcFaceError as exc:
+                error = str(exc)
+            except (RuntimeError, SystemError) as exc:  # a worker died (killed, out of memory)
+                if "DataLoader" not in str(exc):
+                    raise
+                error = f"data loader: {str(exc).strip().splitlines()[0]}"
+            failure = distributed.first_failure(error)
+            if failure is not None:
+                # the workers stop when this generator is collected, after the error line is
+                # out: the launcher ends every rank soon after the first one exits
+                raise ArcFaceError(failure)
+            if batch is None:
+                return
+            yield batch
+
+
 def build_loader(dataset: FaceDataset, sampler: GlobalBatchSampler, num_workers: int
-                 ) -> paddle.io.DataLoader:
+                 ) -> FaceLoader:
     """Batches of (images float32 [B, 3, 112, 112], labels int64 [B]) in the sampler's order."""
-    return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                                use_shared_memory=num_workers > 0)
+    return FaceLoader(dataset, sampler, num_workers)

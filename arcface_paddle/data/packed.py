@@ -139,6 +139,21 @@ def _may_hold_unsafe_name(data: bytes) -> bool:
     return data[:1] in (b"/", b"\\", b"\n") or any(mark in data for mark in _UNSAFE_MARKS)
 
 
+def _check_meta(meta: dict, source: Path) -> None:
+    """The keys a reader uses, with their types: a tampered meta.json is one line, not a
+    traceback, and its shard names cannot point outside the folder."""
+    for key in ("num_images", "num_classes"):
+        value = meta.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ArcFaceError(f"{source}: {key} must be an integer >= 0, got {value!r}")
+    shards = meta.get("shards")
+    if not isinstance(shards, list) or not all(
+            isinstance(name, str) and name and name == Path(name).name and name not in (".", "..")
+            for name in shards):
+        raise ArcFaceError(f"{source}: shards must be a list of file names in the folder, got "
+                           f"{shards!r}")
+
+
 class PackedReader:
     """`reader[i] -> (encoded image bytes, class index)` over a packed folder.
 
@@ -150,6 +165,7 @@ class PackedReader:
         self.bin_dir = Path(bin_dir)
         meta = read_format_meta(self.bin_dir / META_FILE, FORMAT_NAME, FORMAT_VERSION,
                                 "not a packed image folder (or its conversion did not finish)")
+        _check_meta(meta, self.bin_dir / META_FILE)
         self.meta = meta
         self.num_classes = int(meta["num_classes"])
         self._shard_paths = [self.bin_dir / name for name in meta["shards"]]
@@ -168,6 +184,15 @@ class PackedReader:
                                index[:, SHARD].max() < len(self._shard_paths)):
             raise ArcFaceError(f"{source}: names a shard beyond the {len(self._shard_paths)} "
                                f"listed in {META_FILE}")
+        for column, name, low in ((OFFSET, "offset", 0), (LENGTH, "length", 1),
+                                  (LABEL, "label", 0)):
+            if len(index) and index[:, column].min() < low:
+                row = int(np.argmin(index[:, column]))
+                raise ArcFaceError(f"{source}: row {row} has {name} {int(index[row, column])}")
+        if len(index) and index[:, LABEL].max() >= self.num_classes:
+            row = int(np.argmax(index[:, LABEL]))
+            raise ArcFaceError(f"{source}: row {row} has label {int(index[row, LABEL])}, but "
+                               f"{META_FILE} says {self.num_classes} classes")
         needed = np.zeros(len(self._shard_paths), dtype=np.int64)
         np.maximum.at(needed, index[:, SHARD], index[:, OFFSET] + index[:, LENGTH])
         for path, size in zip(self._shard_paths, needed):
@@ -262,6 +287,11 @@ class PackedReader:
                                    f"({exc.strerror})") from None
             self._fds[shard] = fd
         return fd
+
+    def describe(self, i: int) -> str:
+        """Image i's shard and record, for error messages."""
+        shard, offset, length = (int(v) for v in self.index[i, [SHARD, OFFSET, LENGTH]])
+        return f"{self._shard_paths[shard]}: image {i} (bytes {offset}..{offset + length})"
 
     def __getitem__(self, i: int) -> tuple[bytes, int]:
         if not -len(self) <= i < len(self):

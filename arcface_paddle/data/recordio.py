@@ -409,6 +409,10 @@ class RecFaceReader:
         header, payload = unpack(self.records.read(key), source)
         return payload, image_label(header, source), key
 
+    def describe(self, i: int) -> str:
+        """Image i's file and record, for error messages."""
+        return f"{self.records.rec_path}: record key {self.key(i)} (image {i})"
+
     def __getitem__(self, i: int) -> tuple[bytes, int]:
         payload, label, _ = self.read_image(i)
         return payload, label

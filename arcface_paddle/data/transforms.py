@@ -1,9 +1,9 @@
 """Face image preprocessing for training and evaluation.
 
 The definitions live in the runtime (`insightface_paddle`), so a trained model is fed exactly
-as the runtime will feed it: decoding is `insightface_paddle.media.decode_image` and the
-normalisation (RGB, (pixel - 127.5) / 127.5) is `insightface_paddle.recognition.
-FACE_NORMALIZATION`. This module adds the CHW layout, the flip and the training error type.
+as the runtime will feed it: decoding is `insightface_paddle.media.decode_image`, and resize,
+normalisation (RGB, (pixel - 127.5) / 127.5) and CHW layout are `insightface_paddle.recognition.
+preprocess_faces`; the mirror is its `mirror`. This module adds the training error type.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 
 from insightface_paddle.errors import InsightFaceError
 from insightface_paddle.media import decode_image
-from insightface_paddle.recognition import FACE_NORMALIZATION
+from insightface_paddle.recognition import FACE_NORMALIZATION, mirror, preprocess_faces
 
 from ..errors import ArcFaceError
 
@@ -34,11 +34,10 @@ def decode_rgb(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarray:
 
 
 def normalize_chw(rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB [H, W, 3] -> float32 [3, H, W] with the face normalisation."""
-    normalized = FACE_NORMALIZATION.apply(rgb.astype(np.float32))
-    return np.ascontiguousarray(normalized.transpose(2, 0, 1))
+    """uint8 RGB [H, W, 3] -> float32 [3, H, W] with the face normalisation (no resize when
+    already at the model's 112x112)."""
+    return preprocess_faces([rgb], input_size=(rgb.shape[1], rgb.shape[0]))[0]
 
 
-def hflip_chw(batch: np.ndarray) -> np.ndarray:
-    """Mirror CHW images (or NCHW batches) left-right."""
-    return np.ascontiguousarray(batch[..., ::-1])
+#: mirror CHW images (or NCHW batches) left-right
+hflip_chw = mirror
