@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     mod.add_argument("--cdd_num", type=int, default=5, help="candidates reported per face")
     mod.add_argument("--max_batch_size", type=int, default=8, help="faces per predictor call")
     mod.add_argument("--approximate", action="store_true",
-                     help="approximate search with faiss (large galleries)")
+                     help="approximate search with faiss (large galleries); with "
+                          "--build_index: train its structure and store it in the index")
     mod.add_argument("--max_megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
                      help="larger images are refused before decoding (default %(default)g)")
     return p

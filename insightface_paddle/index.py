@@ -20,6 +20,7 @@ import logging
 import os
 import stat
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,22 +315,27 @@ class FaceIndex:
                 hashes.dtype != np.uint8 or hashes.shape != (len(labels), HASH_BYTES):
             raise bad(f"arrays of shapes {embeddings.shape}, {labels.shape}, {sources.shape}, "
                       f"{hashes.shape}")
-        check_unit_rows(embeddings, labels, str(path))
-        index = cls(signature, embeddings, labels.tolist(), sources.tolist(), info, hashes)
-        if ann_meta is not None:
-            index._attach_ann(arrays, ann_meta, str(path))
+        with ThreadPoolExecutor(1) as pool:
+            # hashing 512 MB takes ~0.5 s; it releases the GIL, so it overlaps the checks below
+            checksum = pool.submit(ann.embeddings_checksum, embeddings) if ann_meta else None
+            check_unit_rows(embeddings, labels, str(path))
+            index = cls(signature, embeddings, labels.tolist(), sources.tolist(), info, hashes)
+            index._groups()  # the first search needs the identity numbers anyway
+            if checksum is not None:
+                index._attach_ann(arrays, ann_meta, str(path), checksum.result())
         return index
 
     def _attach_ann(self, arrays: dict[str, np.ndarray], meta: dict[str, Any], source: str,
-                    ) -> None:
-        """Use a saved approximate-search structure if it describes these very embeddings."""
+                    checksum: str) -> None:
+        """Use a saved approximate-search structure if it describes these very embeddings
+        (`checksum`: theirs)."""
         missing = [name for name in ann.ARRAYS if name not in arrays]
         if missing:
             raise InsightFaceError(f"{source}: not an insightface-paddle index (metadata names an "
                                    f"approximate-search structure but {missing[0]!r} is missing)")
         saved = ann.AnnIndex.from_arrays(arrays, meta, len(self), self.embeddings.shape[1],
                                          source)
-        if saved.checksum != ann.embeddings_checksum(self.embeddings):
+        if saved.checksum != checksum:
             log.warning("%s: the saved approximate-search structure was made for other "
                         "embeddings (checksum mismatch): ignored, it is rebuilt on the first "
                         "approximate search", source)
@@ -343,15 +349,10 @@ class FaceIndex:
         The old file does not say which model made it: `model` is the caller's statement (the
         old tool's default was MobileFace). Its features were embedded from BGR whole photos.
         """
-        labels, features = load_legacy_index(path)  # refuses an empty one
+        labels, features = load_legacy_index(path)  # refuses empty, zero or NaN features
         if features.shape[1] != model.embedding_size:
             raise InsightFaceError(f"{path}: features are {features.shape[1]}-D but "
                                    f"{model.describe()} gives {model.embedding_size}-D")
-        norms = np.linalg.norm(features, axis=1)
-        bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
-        if len(bad):
-            raise InsightFaceError(f"{path}: feature {bad[0]} ({labels[bad[0]]!r}) is zero or "
-                                   "not finite")
         info = {"imported_from": str(path), "channel_order": "BGR", "faces": "whole photo"}
         index = cls(model, info=info)
         index.add(labels, features, [f"legacy:{i}" for i in range(len(labels))])

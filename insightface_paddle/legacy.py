@@ -118,4 +118,8 @@ def load_legacy_index(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarr
     if len(sizes) != 1:
         raise fail(f"features have different sizes {sorted(sizes)}")
     matrix = np.stack([f.reshape(-1) for f in features]).astype(np.float32)
+    norms = np.linalg.norm(matrix, axis=1)
+    bad = np.flatnonzero(~np.isfinite(norms) | (norms < 1e-6))
+    if len(bad):  # NaN rows would silently never match, zero rows cannot be normalised
+        raise fail(f"feature {bad[0]} ({labels[bad[0]]!r}) is zero or not finite")
     return labels, matrix

@@ -130,7 +130,7 @@ def test_legacy_import_refuses_code_and_wrong_sizes(tmp_path):
         FaceIndex.from_legacy(tmp_path / "evil.bin", MODEL)
     assert not marker.exists()
     (tmp_path / "wide.bin").write_bytes(pickle.dumps(
-        {"label": ["a"], "feature": [np.zeros((1, 16), np.float32)]}))
+        {"label": ["a"], "feature": [np.ones((1, 16), np.float32)]}))
     with pytest.raises(InsightFaceError, match="16-D"):
         FaceIndex.from_legacy(tmp_path / "wide.bin", MODEL)
 
