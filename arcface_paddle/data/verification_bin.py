@@ -24,8 +24,11 @@ from insightface_paddle.fileio import atomic_open
 from insightface_paddle.legacy import BYTES_GLOBALS, NUMPY_GLOBALS, restricted_load
 
 from ..errors import ArcFaceError
+from .transforms import decode_rgb
 
 _ALLOWED = {**BYTES_GLOBALS, **NUMPY_GLOBALS}
+#: the 10-fold protocol needs a pair in every fold
+MIN_PAIRS = 10
 
 
 @dataclass
@@ -95,3 +98,17 @@ def save_verification_bin(path: str | os.PathLike[str], images: Sequence[bytes],
     _validate((images, flags), str(path))
     with atomic_open(path, "wb") as handle:
         pickle.dump((images, flags), handle, protocol=2)
+
+
+def check_usable_verification_set(vset: VerificationSet) -> None:
+    """Raise `ArcFaceError` naming the set (and the image) unless the 10-fold protocol can score
+    `vset`: at least MIN_PAIRS pairs, two images per pair, every image decodable. Training calls
+    it at start for every validation set, so a bad set stops the run before its first step."""
+    if len(vset.issame) < MIN_PAIRS:
+        raise ArcFaceError(f"{vset.name}: {len(vset.issame)} pairs; the 10-fold protocol needs "
+                           f"at least {MIN_PAIRS}")
+    if len(vset.images) != 2 * len(vset.issame):
+        raise ArcFaceError(f"{vset.name}: {len(vset.images)} images for {len(vset.issame)} "
+                           "pairs; expected two per pair")
+    for i, image in enumerate(vset.images):
+        decode_rgb(image, f"{vset.name} image {i}")
