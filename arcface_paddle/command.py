@@ -2,8 +2,9 @@
 
 Importing it also silences Paddle's import-time "No ccache found" warning (about compiling C++
 extensions, which no tool here does), so a tool's first lines are its own; tools import this
-module before anything that imports paddle. Other `OSError`s (disk full, permissions) become one
-line as well.
+module before anything that imports paddle. Other `OSError`s (disk full, permissions, a folder
+where a file is expected) become one line as well: they are the machine's answer to the user's
+paths, not a bug.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from insightface_paddle.errors import InsightFaceError  # noqa: E402
 from .errors import ArcFaceError  # noqa: E402
 
 USER_ERRORS = (ArcFaceError, InsightFaceError)
+
+
+def show_progress() -> bool:
+    """Progress bars only on a terminal: in a pipe or a log, stderr holds just the messages
+    (an error is one line)."""
+    return sys.stderr.isatty()
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None],

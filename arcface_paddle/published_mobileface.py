@@ -19,7 +19,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,16 @@ from paddle import nn
 from prettytable import PrettyTable
 
 from insightface_paddle.errors import InsightFaceError
+from insightface_paddle.fileio import output_file_problem
 from insightface_paddle.predictor import PredictorOptions, create_predictor
 
 from .backbones.mobilefacenet import Bottleneck, MobileFaceNet, MobileFaceNet_128
-from .data.verification_bin import VerificationSet, load_verification_bin
+from .data.verification_bin import (
+    MIN_PAIRS,
+    VerificationSet,
+    check_usable_verification_set,
+    load_verification_bin,
+)
 from .errors import ArcFaceError
 from .evaluation.bin_eval import EmbedFn, embed_views, paddle_layer_embed_fn
 from .evaluation.verification import pair_cosine, ten_fold_accuracy
@@ -289,11 +296,46 @@ def compare_with_published(model: nn.Layer, published: EmbedFn, vset: Verificati
 def import_and_verify(model_dir: str | os.PathLike[str], bin_path: str | os.PathLike[str],
                       output: str | os.PathLike[str] | None = None, compare_images: int = 200,
                       pairs: int | None = None, batch_size: int = 64, flip: bool = True,
-                      enable_mkldnn: bool = False) -> FaithfulnessReport:
-    """Import the published weights, save them (npz) if `output`, and compare on `bin_path`."""
-    model = import_published_mobileface(model_dir)
+                      enable_mkldnn: bool = False,
+                      say: Callable[[str], None] | None = None) -> FaithfulnessReport:
+    """Import the published weights, compare them with the published model on `bin_path`, and
+    save them (npz) to `output` only when the comparison passes: a file there is a proven one.
+
+    Everything that can fail without the models is checked first (the output path, the set, the
+    flags); `say` receives one line with the work ahead and its estimated duration (measured on
+    one batch), since the full LFW comparison takes most of an hour on 2 CPU cores."""
     if output is not None:
+        problem = output_file_problem(output)
+        if problem is not None:
+            raise ArcFaceError(f"--output {problem}")
+    if batch_size < 1 or compare_images < 1:
+        raise ArcFaceError(f"--batch_size and --compare_images must be at least 1, got "
+                           f"{batch_size} and {compare_images}")
+    if pairs is not None and pairs < MIN_PAIRS:
+        raise ArcFaceError(f"--pairs {pairs}: the 10-fold protocol needs at least {MIN_PAIRS}")
+    vset = load_verification_bin(bin_path)
+    check_usable_verification_set(vset)
+    model = import_published_mobileface(model_dir)
+    published = published_embed_fn(model_dir, enable_mkldnn)
+    if say is not None:
+        say(_plan(model, published, vset, compare_images, pairs, batch_size, flip))
+    report = compare_with_published(model, published, vset, compare_images, pairs, batch_size,
+                                    flip)
+    if output is not None and report.passed:
         save_weights(output, layer_arrays(model), "MobileFaceNet_128", 128)
-    return compare_with_published(model, published_embed_fn(model_dir, enable_mkldnn),
-                                  load_verification_bin(bin_path), compare_images, pairs,
-                                  batch_size, flip)
+    return report
+
+
+def _plan(model: nn.Layer, published: EmbedFn, vset: VerificationSet, compare_images: int,
+          pairs: int | None, batch_size: int, flip: bool) -> str:
+    """'comparing on N pairs ...: about M min' from timing one batch through both models."""
+    pairs = len(vset.issame) if pairs is None else min(pairs, len(vset.issame))
+    faces = min(max(compare_images, 2 * pairs), len(vset.images))
+    sample = vset.images[:min(batch_size, faces)]
+    start = time.perf_counter()
+    for fn in (published, paddle_layer_embed_fn(model)):
+        embed_views(fn, sample, batch_size, flip, f"{vset.name} (timing)")
+    seconds = (time.perf_counter() - start) * faces / len(sample)
+    quicker = "" if pairs <= 600 else "; --pairs 600 checks a tenth of it"
+    return (f"comparing both models on {pairs} {vset.name} pairs ({faces} faces"
+            f"{', flip' if flip else ''}): about {max(1, round(seconds / 60))} min{quicker}")

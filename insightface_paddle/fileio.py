@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,11 +126,66 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+#: `.<name>.<pid>.tmp` (write_bytes_atomic) or `.<name>.<8 mkstemp chars>.tmp<suffix>`
+#: (atomic_path): the two temporary names this project writes
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?:\d+\.tmp|[a-z0-9_]{8}\.tmp(?P<suffix>\.[^.]*)?)")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of this project's temporaries (`atomic_path`,
+    `write_bytes_atomic`): what a killed run leaves, never data to read."""
+    match = _TEMPORARY.fullmatch(name)
+    if match is None:
+        return False
+    suffix = match.group("suffix")
+    return suffix is None or os.path.splitext(match.group("name"))[1] == suffix
+
+
 def remove_temporaries(folder: str | os.PathLike[str]) -> int:
-    """Delete `write_bytes_atomic` temporaries a killed run left in `folder` -> how many."""
-    with os.scandir(folder) as entries:
-        stale = [entry.path for entry in entries
-                 if entry.name.startswith(".") and entry.name.endswith(TEMPORARY_SUFFIX)]
+    """Delete the temporaries (`is_temporary`) a killed run left in `folder` -> how many; a
+    missing folder holds none."""
+    try:
+        with os.scandir(folder) as entries:
+            stale = [entry.path for entry in entries
+                     if is_temporary(entry.name) and entry.is_file(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
     for path in stale:
-        os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
     return len(stale)
+
+
+def output_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a file cannot be written at `path` (a folder there, a parent that is a file, an
+    unwritable folder), or None; checked before long work so it fails at once."""
+    target = Path(path)
+    if target.is_dir():
+        return f"{target}: is a folder, expected a file name"
+    parent = _existing_ancestor(target.parent)
+    if not parent.is_dir():
+        return f"{target}: {parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{target}: cannot write in {parent} (permission denied)"
+    return None
+
+
+def output_folder_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why files cannot be written under the folder `path` (a file there, an unwritable
+    folder), or None."""
+    target = Path(path)
+    existing = _existing_ancestor(target)
+    if not existing.is_dir():
+        where = "is a file" if existing == target else f"{existing} is not a folder"
+        return f"{target}: {where}, expected a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{target}: cannot write in {existing} (permission denied)"
+    return None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """`path` itself if it exists, else its nearest existing parent."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

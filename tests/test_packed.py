@@ -225,3 +225,45 @@ def test_tampered_index_rows_are_refused_when_opened(tmp_path, column, value, me
     np.save(root / INDEX_FILE, index)
     with pytest.raises(ArcFaceError, match=message):
         PackedReader(root)
+
+
+@pytest.mark.parametrize("bad_name, why", [
+    ("img\0.jpg", r"line 3: path holds a NUL byte"),
+    (".", r"line 3: path names the folder itself"),
+    ("label.txt", r"line 3: 'label\.txt' is a reserved name"),
+    ("lfw.bin", r"line 3: 'lfw\.bin' is a reserved name"),
+    ("{first}", r"line 3: .* repeats line 1"),
+    ("{folder}", r"line \d: '.*' is also the folder of other images"),
+])
+def test_names_that_would_clash_on_unpacking_are_refused(tmp_path, bad_name, why):
+    """Issue 10 item 13: a NUL byte, a reserved name or a duplicate in names.txt is one error
+    naming the line, before anything is written (a duplicate overwrote another image)."""
+    entries = image_folder(tmp_path / "images", count=6)
+    save_verification_bin(tmp_path / "images" / "lfw.bin", [entries[0][2]] * 2, [True])
+    packed = tmp_path / "packed"
+    images_to_packed(tmp_path / "images", packed, progress=False)
+    lines = (packed / "names.txt").read_text().splitlines()
+    lines[2] = bad_name.format(first=lines[0], folder=lines[0].split("/")[0])
+    (packed / "names.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ArcFaceError, match=why):
+        packed_to_images(packed, tmp_path / "back", progress=False)
+    assert not (tmp_path / "back").exists() or not any((tmp_path / "back").rglob("*.*"))
+
+
+@pytest.mark.parametrize("line, why", [
+    ("a.jpg\t9223372036854775808", r"line 2: label 9223372036854775808 is larger than"),
+    ("a\0.jpg\t1", r"line 2: path holds a NUL byte"),
+    ("a.jpg\t1", r"line 2: 'a\.jpg' repeats line 1"),
+    ("label.txt\t1", r"line 2: 'label\.txt' is a reserved name"),
+])
+def test_bad_label_file_is_refused_before_packing(tmp_path, line, why):
+    """Issue 10 item 13: an oversized label was an OverflowError after packing everything."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((4, 4, 3), np.uint8))[1])
+    (folder / "label.txt").write_text(f"a.jpg\t0\n{line}\n")
+    with pytest.raises(ArcFaceError, match=why):
+        images_to_packed(folder, tmp_path / "packed", progress=False)
+    assert not (tmp_path / "packed").exists()
+    with PackedWriter(tmp_path / "w") as writer, pytest.raises(ArcFaceError, match="label"):
+        writer.add(b"\xff\xd8\xffx", 2**63, "x.jpg")

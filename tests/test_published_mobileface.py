@@ -16,7 +16,11 @@ import paddle
 import pytest
 
 from arcface_paddle.backbones import build_backbone
-from arcface_paddle.data.verification_bin import VerificationSet, load_verification_bin
+from arcface_paddle.data.verification_bin import (
+    VerificationSet,
+    load_verification_bin,
+    save_verification_bin,
+)
 from arcface_paddle.errors import ArcFaceError
 from arcface_paddle.published_mobileface import (
     compare_with_published,
@@ -110,3 +114,56 @@ def test_tool_reports_a_bad_model_folder_in_one_line(tmp_path):
     assert child.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path}: no inference.pdmodel (expected a legacy Paddle inference model)")
     assert "Traceback" not in child.stderr
+
+
+def tiny_usable_set(path: Path) -> None:
+    """10 pairs of real 112x112 images: enough for the 10-fold protocol."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    faces = [cv2.imencode(".png", rng.integers(0, 256, (112, 112, 3), dtype=np.uint8))[1]
+             .tobytes() for _ in range(20)]
+    save_verification_bin(path, faces, [k % 2 == 0 for k in range(10)])
+
+
+@pytest.mark.parametrize("faithful", [True, False])
+def test_weights_are_written_only_after_they_passed(tmp_path, monkeypatch, faithful):
+    """Issue 10 item 20: the weights were written before the comparison; now a failed one
+    leaves no file, and the work ahead is announced with an estimate."""
+    import arcface_paddle.published_mobileface as published_mobileface
+
+    paddle.seed(0)
+    model = build_backbone("MobileFaceNet_128")
+    model.eval()
+    ours = published_mobileface.paddle_layer_embed_fn(model)
+    monkeypatch.setattr(published_mobileface, "import_published_mobileface", lambda _: model)
+    monkeypatch.setattr(published_mobileface, "published_embed_fn", lambda *_: (
+        ours if faithful else lambda batch: ours(batch) + 0.01))
+    tiny_usable_set(tmp_path / "set.bin")
+    lines: list[str] = []
+    report = published_mobileface.import_and_verify(
+        "model", tmp_path / "set.bin", tmp_path / "w.npz", compare_images=20, batch_size=8,
+        flip=False, say=lines.append)
+    assert report.passed is faithful
+    assert (tmp_path / "w.npz").exists() is faithful
+    assert len(lines) == 1 and lines[0].startswith("comparing both models on 10 set pairs")
+    assert "about" in lines[0] and "min" in lines[0]
+
+
+def test_output_and_set_are_checked_before_the_import(tmp_path, monkeypatch):
+    import arcface_paddle.published_mobileface as published_mobileface
+
+    def never(_):
+        raise AssertionError("the model was imported before the cheap checks")
+
+    monkeypatch.setattr(published_mobileface, "import_published_mobileface", never)
+    tiny_usable_set(tmp_path / "set.bin")
+    (tmp_path / "folder.npz").mkdir()
+    save_verification_bin(tmp_path / "two.bin", [b"\xff\xd8\xffx"] * 4, [True, False])
+    for output, bin_name, why in [(tmp_path / "folder.npz", "set.bin", "is a folder"),
+                                  (None, "missing.bin", "missing.bin"),
+                                  (None, "two.bin", "2 pairs")]:
+        with pytest.raises(ArcFaceError, match=why):
+            published_mobileface.import_and_verify("model", tmp_path / bin_name, output)
+    with pytest.raises(ArcFaceError, match="--pairs 5"):
+        published_mobileface.import_and_verify("model", tmp_path / "set.bin", pairs=5)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -16,7 +17,11 @@ from arcface_paddle.data.convert_verification import (
     read_pairs_file,
     verification_bin_to_folder,
 )
-from arcface_paddle.data.verification_bin import load_verification_bin, save_verification_bin
+from arcface_paddle.data.verification_bin import (
+    MIN_PAIRS,
+    load_verification_bin,
+    save_verification_bin,
+)
 from arcface_paddle.errors import ArcFaceError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,17 +113,51 @@ def test_truncated_bin_names_the_file(tmp_path):
         load_verification_bin(tmp_path / "cut.bin")
 
 
+def encoded_face(extension: str, value: int) -> bytes:
+    """A small real image (decodable, as a usable set needs)."""
+    ok, data = cv2.imencode(f".{extension}", np.full((8, 8, 3), value, dtype=np.uint8))
+    assert ok
+    return data.tobytes()
+
+
+def own_photos(folder: Path, pairs: int) -> tuple[bytes, bytes]:
+    (folder / "ann").mkdir(parents=True)
+    jpeg, png = encoded_face("jpg", 90), encoded_face("png", 200)
+    (folder / "ann" / "1.jpg").write_bytes(jpeg)
+    (folder / "bob.png").write_bytes(png)
+    lines = ["ann/1.jpg\tbob.png\t0\n", "\n", "ann/1.jpg\tann/1.jpg\t1\n"]
+    lines += ["bob.png\tbob.png\t1\n"] * (pairs - 2)
+    (folder / "pairs.txt").write_text("".join(lines))
+    return jpeg, png
+
+
 def test_own_photos_become_a_set(tmp_path):
     folder = tmp_path / "mine"
-    (folder / "ann").mkdir(parents=True)
-    (folder / "ann" / "1.jpg").write_bytes(JPEG_A)
-    (folder / "bob.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"p" * 10)
-    (folder / "pairs.txt").write_text("ann/1.jpg\tbob.png\t0\n\nann/1.jpg\tann/1.jpg\t1\n")
+    jpeg, png = own_photos(folder, MIN_PAIRS)
     summary = folder_to_verification_bin(folder, tmp_path / "mine.bin", progress=False)
-    assert (summary.pairs, summary.same) == (2, 1)
+    assert (summary.pairs, summary.same) == (MIN_PAIRS, MIN_PAIRS - 1)
     loaded = load_verification_bin(tmp_path / "mine.bin")
-    assert loaded.name == "mine" and loaded.issame.tolist() == [False, True]
-    assert loaded.images == [JPEG_A, (folder / "bob.png").read_bytes(), JPEG_A, JPEG_A]
+    assert loaded.name == "mine" and loaded.issame.tolist() == [False] + [True] * (MIN_PAIRS - 1)
+    assert loaded.images[:4] == [jpeg, png, jpeg, jpeg]
+
+
+def test_set_training_cannot_use_is_refused(tmp_path):
+    """Issue 10 item 15: 2 pairs (fewer than the 10 folds) or an undecodable image."""
+    few = tmp_path / "few"
+    own_photos(few, 2)
+    with pytest.raises(ArcFaceError, match=r"2 pairs; the 10-fold protocol needs at least 10"):
+        folder_to_verification_bin(few, tmp_path / "few.bin", progress=False)
+    broken = tmp_path / "broken"
+    own_photos(broken, MIN_PAIRS)
+    (broken / "bob.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"p" * 10)
+    with pytest.raises(ArcFaceError, match=r"image 1"):
+        folder_to_verification_bin(broken, tmp_path / "broken.bin", progress=False)
+    assert not (tmp_path / "few.bin").exists() and not (tmp_path / "broken.bin").exists()
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "convert_verification_bin.py"),
+                             "--bin_path", str(tmp_path / "few.bin"), "--image_path", str(few),
+                             "--mode", "image2bin"], capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "2 pairs" in result.stderr and not (tmp_path / "few.bin").exists()
 
 
 @pytest.mark.parametrize("pairs, why", [

@@ -19,7 +19,7 @@ if str(REPO) not in sys.path:
 
 from prettytable import PrettyTable  # noqa: E402
 
-from arcface_paddle.command import run_main  # noqa: E402
+from arcface_paddle.command import run_main, show_progress  # noqa: E402
 from arcface_paddle.data.convert_packed import images_to_packed, packed_to_images  # noqa: E402
 from arcface_paddle.errors import ArcFaceError  # noqa: E402
 
@@ -40,9 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.max_shard_mb < 1:
         raise ArcFaceError(f"--max_shard_mb must be at least 1, got {args.max_shard_mb}")
     if args.mode == "image2bin":
-        summary = images_to_packed(args.image_path, args.bin_path, args.max_shard_mb << 20)
+        summary = images_to_packed(args.image_path, args.bin_path, args.max_shard_mb << 20,
+                                   progress=show_progress())
     else:
-        summary = packed_to_images(args.bin_path, args.image_path)
+        summary = packed_to_images(args.bin_path, args.image_path, progress=show_progress())
     table = PrettyTable(["images", "classes", "identities", "shards", "MiB",
                          "verification sets"], align="r")
     table.add_row([summary.images, summary.num_classes, summary.identities, summary.shards,

@@ -21,7 +21,7 @@ if str(REPO) not in sys.path:
 
 from prettytable import PrettyTable  # noqa: E402
 
-from arcface_paddle.command import run_main  # noqa: E402
+from arcface_paddle.command import run_main, show_progress  # noqa: E402
 from arcface_paddle.data.convert_verification import (  # noqa: E402
     folder_to_verification_bin,
     verification_bin_to_folder,
@@ -39,9 +39,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.mode == "bin2image":
-        summary = verification_bin_to_folder(args.bin_path, args.image_path)
+        summary = verification_bin_to_folder(args.bin_path, args.image_path,
+                                             progress=show_progress())
     else:
-        summary = folder_to_verification_bin(args.image_path, args.bin_path)
+        summary = folder_to_verification_bin(args.image_path, args.bin_path,
+                                             progress=show_progress())
     table = PrettyTable(["pairs", "same", "different"], align="r")
     table.add_row([summary.pairs, summary.same, summary.different])
     print(table)

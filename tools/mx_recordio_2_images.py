@@ -17,7 +17,7 @@ if str(REPO) not in sys.path:
 
 from prettytable import PrettyTable  # noqa: E402
 
-from arcface_paddle.command import run_main  # noqa: E402
+from arcface_paddle.command import run_main, show_progress  # noqa: E402
 from arcface_paddle.data.convert_recordio import recordio_to_images  # noqa: E402
 
 
@@ -33,7 +33,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    summary = recordio_to_images(args.root_dir, args.output_dir, num_workers=args.num_workers)
+    summary = recordio_to_images(args.root_dir, args.output_dir, num_workers=args.num_workers,
+                                 progress=show_progress())
     table = PrettyTable(["", "count"], align="r")
     table.add_row(["images", summary.images])
     table.add_row(["identities (distinct labels)", summary.identities])

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Collection
 from pathlib import Path
 
-from insightface_paddle.fileio import atomic_path
+from insightface_paddle.fileio import atomic_path, is_temporary, remove_temporaries
 
 from ..errors import ArcFaceError
 
@@ -50,14 +50,22 @@ def read_listed_image(path: Path, listed_in: Path) -> bytes:
     return data
 
 
+def verification_sets(folder: str | os.PathLike[str], exclude: Collection[str] = ()
+                      ) -> list[Path]:
+    """The verification sets (`*.bin` files but the names in `exclude`) of a dataset folder,
+    by name; a temporary a killed run left (`.lfw.bin.x1y2z3w4.tmp.bin`) is not one."""
+    return [path for path in sorted(Path(folder).glob("*.bin"))
+            if path.name not in exclude and not is_temporary(path.name) and path.is_file()]
+
+
 def copy_verification_sets(source_dir: str | os.PathLike[str], target_dir: str | os.PathLike[str],
                            exclude: Collection[str] = ()) -> list[str]:
-    """Copy the verification sets (`*.bin` but the names in `exclude`) of a dataset folder, so
-    training finds them beside its data; a copy already there with the same size is kept."""
+    """Copy the verification sets of a dataset folder (`verification_sets`), so training finds
+    them beside its data; a copy already there with the same size is kept, and partial copies
+    of a killed run are removed first."""
+    remove_temporaries(target_dir)
     copied = []
-    for source in sorted(Path(source_dir).glob("*.bin")):
-        if source.name in exclude:
-            continue
+    for source in verification_sets(source_dir, exclude):
         target = Path(target_dir) / source.name
         if not (target.is_file() and target.stat().st_size == source.stat().st_size):
             with atomic_path(target) as tmp:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from insightface_paddle.fileio import write_bytes_atomic
+from insightface_paddle.fileio import output_folder_problem, remove_temporaries, write_bytes_atomic
 
 from ..errors import ArcFaceError
-from .convert_common import copy_verification_sets, read_listed_image
-from .label_file import read_label_file, write_label_file
-from .packed import DEFAULT_MAX_SHARD_BYTES, LENGTH, PackedReader, PackedWriter
+from .convert_common import copy_verification_sets, read_listed_image, verification_sets
+from .label_file import LABEL_FILE, check_unique_paths, read_label_file, write_label_file
+from .packed import DEFAULT_MAX_SHARD_BYTES, LENGTH, NAMES_FILE, PackedReader, PackedWriter
 
 
 @dataclass
@@ -44,8 +44,10 @@ def images_to_packed(image_dir: str | os.PathLike[str], bin_dir: str | os.PathLi
     """Pack every image listed in `image_dir/label.txt` into shards under `bin_dir`, and copy
     the verification sets (`*.bin`) found in `image_dir`."""
     image_dir = Path(image_dir)
-    label_path = image_dir / "label.txt"
+    label_path = image_dir / LABEL_FILE
     entries = read_label_file(label_path)
+    check_unique_paths((relative for relative, _ in entries), str(label_path))
+    _check_output_folder(bin_dir)
     with PackedWriter(bin_dir, max_shard_bytes) as writer:
         for relative, label in tqdm(entries, unit="img", desc="images -> packed",
                                     disable=not progress):
@@ -61,20 +63,33 @@ def packed_to_images(bin_dir: str | os.PathLike[str], image_dir: str | os.PathLi
     verification sets, and `label.txt` written last."""
     reader = PackedReader(bin_dir)
     image_dir = Path(image_dir)
-    label_path = image_dir / "label.txt"
+    label_path = image_dir / LABEL_FILE
+    _check_output_folder(image_dir)
     if label_path.exists():
         raise ArcFaceError(f"{label_path}: already exists; unpack into a new folder")
+    shards = reader.meta["shards"]
+    names = [reader.name(i) for i in range(len(reader))]
+    # names.txt comes from elsewhere: two images must not land on one path, nor on label.txt
+    # or a verification set copied beside them
+    check_unique_paths(names, str(Path(bin_dir) / NAMES_FILE), reserved=[
+        LABEL_FILE, *(path.name for path in verification_sets(bin_dir, exclude=shards))])
     entries = []
     folders: set[Path] = set()
     for i in tqdm(range(len(reader)), unit="img", desc="packed -> images", disable=not progress):
         data, label = reader[i]
-        relative = reader.name(i)
-        target = image_dir / relative
+        target = image_dir / names[i]
         if target.parent not in folders:
             target.parent.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(target.parent)  # partial images of a killed run
             folders.add(target.parent)
         write_bytes_atomic(target, data)
-        entries.append((relative, label))
-    verification_sets = copy_verification_sets(bin_dir, image_dir, exclude=reader.meta["shards"])
+        entries.append((names[i], label))
+    copied = copy_verification_sets(bin_dir, image_dir, exclude=shards)
     write_label_file(label_path, entries)
-    return _summary(reader, verification_sets)
+    return _summary(reader, copied)
+
+
+def _check_output_folder(folder: str | os.PathLike[str]) -> None:
+    problem = output_folder_problem(folder)
+    if problem is not None:
+        raise ArcFaceError(problem)

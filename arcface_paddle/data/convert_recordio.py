@@ -19,7 +19,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from insightface_paddle.fileio import atomic_open, remove_temporaries, write_bytes_atomic
+from insightface_paddle.fileio import (
+    atomic_open,
+    output_folder_problem,
+    remove_temporaries,
+    write_bytes_atomic,
+)
 
 from ..errors import ArcFaceError
 from .convert_common import copy_verification_sets, image_extension
@@ -128,10 +133,14 @@ def recordio_to_images(root_dir: str | os.PathLike[str], output_dir: str | os.Pa
     root_dir, output_dir = Path(root_dir), Path(output_dir)
     if root_dir.resolve() == output_dir.resolve():
         raise ArcFaceError(f"--output_dir {output_dir} is the dataset folder itself")
+    problem = output_folder_problem(output_dir)
+    if problem is not None:
+        raise ArcFaceError(f"--output_dir {problem}")
     reader = RecFaceReader(root_dir)
     images_dir = output_dir / IMAGES_DIR
     images_dir.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(images_dir)
+    remove_temporaries(images_dir)  # what a killed run left: never complete, never data
+    remove_temporaries(output_dir)
     with os.scandir(images_dir) as entries:
         job = _Job(reader, output_dir, fresh=next(entries, None) is None)
 

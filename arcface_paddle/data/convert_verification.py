@@ -11,14 +11,26 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from insightface_paddle.fileio import atomic_open, write_bytes_atomic
+from insightface_paddle.fileio import (
+    atomic_open,
+    output_file_problem,
+    output_folder_problem,
+    remove_temporaries,
+    write_bytes_atomic,
+)
 
 from ..errors import ArcFaceError
 from .convert_common import image_extension, read_listed_image
 from .label_file import check_relative_path
-from .verification_bin import load_verification_bin, save_verification_bin
+from .verification_bin import (
+    VerificationSet,
+    check_usable_verification_set,
+    load_verification_bin,
+    save_verification_bin,
+)
 
 PAIRS_FILE = "pairs.txt"
 IMAGES_DIR = "images"
@@ -67,12 +79,17 @@ def verification_bin_to_folder(bin_path: str | os.PathLike[str],
                                folder: str | os.PathLike[str],
                                progress: bool = True) -> VerificationSummary:
     """`.bin` -> `folder/images/00000000.jpg ...` (bytes unchanged) and `folder/pairs.txt`."""
-    dataset = load_verification_bin(bin_path)
     folder = Path(folder)
+    problem = output_folder_problem(folder)
+    if problem is not None:
+        raise ArcFaceError(problem)
+    dataset = load_verification_bin(bin_path)
     pairs_path = folder / PAIRS_FILE
     if pairs_path.exists():
         raise ArcFaceError(f"{pairs_path}: already exists; write into a new folder")
     (folder / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    for stale in (folder, folder / IMAGES_DIR):  # partial files of a killed run
+        remove_temporaries(stale)
     names = []
     for i, data in enumerate(tqdm(dataset.images, unit="img", desc=f"{dataset.name} -> images",
                                   disable=not progress)):
@@ -89,13 +106,19 @@ def verification_bin_to_folder(bin_path: str | os.PathLike[str],
 def folder_to_verification_bin(folder: str | os.PathLike[str],
                                bin_path: str | os.PathLike[str],
                                progress: bool = True) -> VerificationSummary:
-    """`folder/pairs.txt` and the images it names -> an insightface `.bin`."""
+    """`folder/pairs.txt` and the images it names -> an insightface `.bin` that training can
+    use (`check_usable_verification_set`): a set it cannot score is refused, not written."""
     folder = Path(folder)
+    problem = output_file_problem(bin_path)
+    if problem is not None:
+        raise ArcFaceError(problem)
     pairs = read_pairs_file(folder / PAIRS_FILE)
     images, issame = [], []
     for a, b, same in tqdm(pairs, unit="pair", desc="images -> bin", disable=not progress):
         for relative in (a, b):
             images.append(read_listed_image(folder / relative, folder / PAIRS_FILE))
         issame.append(same)
+    check_usable_verification_set(VerificationSet(str(folder / PAIRS_FILE), images,
+                                                  np.array(issame, dtype=bool)))
     save_verification_bin(bin_path, images, issame)
     return _summary(issame)

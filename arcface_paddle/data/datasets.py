@@ -30,12 +30,11 @@ import paddle
 
 from .. import distributed
 from ..errors import ArcFaceError
-from .label_file import read_label_file
+from .label_file import LABEL_FILE, read_label_file
 from .transforms import decode_rgb, hflip_chw, normalize_chw
 
 IMAGE_SIZE = 112
 FORMATS = ("auto", "rec", "packed", "folder", "synthetic")
-LABEL_FILE = "label.txt"
 
 #: an encoded image, or (synthetic data) an RGB uint8 array [112, 112, 3]
 Image = Union[bytes, np.ndarray]

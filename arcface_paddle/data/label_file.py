@@ -15,6 +15,10 @@ from insightface_paddle.fileio import atomic_open
 
 from ..errors import ArcFaceError
 
+LABEL_FILE = "label.txt"
+#: class indices are stored as int64 (packed index, training labels)
+MAX_LABEL = 2**63 - 1
+
 
 def check_relative_path(relative: str) -> str | None:
     """Why `relative` cannot name an image under the dataset folder, or None if it can."""
@@ -22,7 +26,11 @@ def check_relative_path(relative: str) -> str | None:
         return "empty path"
     if any(ch in relative for ch in "\t\n\r"):
         return "path holds a tab or line break"
+    if "\0" in relative:
+        return "path holds a NUL byte"
     pure = PurePosixPath(relative.replace("\\", "/"))
+    if not pure.parts or pure.parts == (".",):
+        return "path names the folder itself, not a file"
     if pure.is_absolute() or PureWindowsPath(relative).drive:
         return "path is absolute; paths are relative to the label file's folder"
     if ".." in pure.parts:
@@ -56,8 +64,34 @@ def read_label_file(path: str | os.PathLike[str]) -> list[tuple[str, int]]:
         if not (label.isascii() and label.isdigit()):
             raise ArcFaceError(f"{path}: line {number}: label {label!r} is not a non-negative "
                                "integer class index")
+        if int(label) > MAX_LABEL:
+            raise ArcFaceError(f"{path}: line {number}: label {label} is larger than the "
+                               f"largest class index {MAX_LABEL}")
         entries.append((relative, int(label)))
     return entries
+
+
+def check_unique_paths(paths: Iterable[str], source: str,
+                       reserved: Iterable[str] = (LABEL_FILE,)) -> None:
+    """Raise unless the paths can all be written as files of one folder: no path twice, none
+    that is another's folder ('a' and 'a/b.jpg'), none named like the `reserved` files written
+    beside them (label.txt, copied verification sets). Paths are compared as written."""
+    reserved_names = {PurePosixPath(name).as_posix() for name in reserved}
+    seen: dict[str, int] = {}
+    for number, relative in enumerate(paths, start=1):
+        key = PurePosixPath(relative.replace("\\", "/")).as_posix()
+        if key in reserved_names:
+            raise ArcFaceError(f"{source}: line {number}: {relative!r} is a reserved name "
+                               f"(the folder's own {key})")
+        if key in seen:
+            raise ArcFaceError(f"{source}: line {number}: {relative!r} repeats line "
+                               f"{seen[key]}; each image needs its own path")
+        seen[key] = number
+    folders = {str(parent) for key in seen for parent in PurePosixPath(key).parents}
+    clash = next((key for key in seen if key in folders), None)
+    if clash is not None:
+        raise ArcFaceError(f"{source}: line {seen[clash]}: {clash!r} is also the folder of "
+                           "other images")
 
 
 def write_label_file(path: str | os.PathLike[str], entries: Iterable[tuple[str, int]]) -> int:
@@ -67,8 +101,9 @@ def write_label_file(path: str | os.PathLike[str], entries: Iterable[tuple[str, 
         why = check_relative_path(relative)
         if why is not None:
             raise ArcFaceError(f"{path}: cannot write entry {relative!r}: {why}")
-        if int(label) < 0:
-            raise ArcFaceError(f"{path}: cannot write entry {relative!r}: negative label {label}")
+        if not 0 <= int(label) <= MAX_LABEL:
+            raise ArcFaceError(f"{path}: cannot write entry {relative!r}: label {label} is not "
+                               f"in 0..{MAX_LABEL}")
         lines.append(f"{relative}\t{int(label)}\n")
     with atomic_open(path, "w", encoding="utf-8", newline="\n") as handle:
         handle.writelines(lines)

@@ -22,11 +22,11 @@ from typing import IO
 
 import numpy as np
 
-from insightface_paddle.fileio import atomic_open, atomic_path
+from insightface_paddle.fileio import atomic_open, atomic_path, remove_temporaries
 
 from ..errors import ArcFaceError
 from ..formats import read_format_meta
-from .label_file import check_relative_path
+from .label_file import MAX_LABEL, check_relative_path
 
 FORMAT_NAME = "arcface_paddle.packed"
 FORMAT_VERSION = 1
@@ -63,6 +63,7 @@ class PackedWriter:
             raise ArcFaceError(f"{self.bin_dir}: already holds a packed set ({META_FILE}); "
                                "remove it or choose another folder")
         self.bin_dir.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(self.bin_dir)  # shards of a killed run
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -86,8 +87,9 @@ class PackedWriter:
         why = check_relative_path(name)
         if why is not None:
             raise ArcFaceError(f"{self.bin_dir}: image name {name!r}: {why}")
-        if int(label) < 0:
-            raise ArcFaceError(f"{self.bin_dir}: image {name!r}: negative label {label}")
+        if not 0 <= int(label) <= MAX_LABEL:
+            raise ArcFaceError(f"{self.bin_dir}: image {name!r}: label {label} is not in "
+                               f"0..{MAX_LABEL}")
         if self._handle is None or (self._shard_size and
                                     self._shard_size + len(data) > self.max_shard_bytes):
             self._open_shard()
@@ -130,13 +132,17 @@ class PackedWriter:
             handle.write("\n")
 
 
-#: every name `check_relative_path` refuses holds one of these (or starts a line with / \\)
-_UNSAFE_MARKS = (b"..", b":", b"\t", b"\r", b"\n/", b"\n\\", b"\n\n")
+#: every name `check_relative_path` refuses holds one of these (or starts a line with / \\ or
+#: is a lone "." or "./")
+_UNSAFE_MARKS = (b"..", b":", b"\t", b"\r", b"\0", b"\n/", b"\n\\", b"\n\n", b"\n.\n",
+                 b"\n./\n")
 
 
 def _may_hold_unsafe_name(data: bytes) -> bool:
-    """names.txt bytes -> False when no line can be empty, absolute or leave the folder."""
-    return data[:1] in (b"/", b"\\", b"\n") or any(mark in data for mark in _UNSAFE_MARKS)
+    """names.txt bytes -> False when no line can be empty, absolute, the folder itself or
+    leave the folder."""
+    return (data[:1] in (b"/", b"\\", b"\n") or data[:2] == b".\n" or data[:3] == b"./\n"
+            or any(mark in data for mark in _UNSAFE_MARKS))
 
 
 def _check_meta(meta: dict, source: Path) -> None:
