@@ -31,7 +31,8 @@ from arcface_paddle.heads.partial_fc import PartialFC
 from arcface_paddle.logging import LOG_FILE, TrainLogger
 from arcface_paddle.train import build_run_schedule, main
 from dist_scripts import tiny_backbones
-from dist_scripts.launching import clean_env, launch_command, worker_logs
+from dist_scripts.launching import clean_env, kill_tree, start_launched, worker_logs
+from dist_scripts.processes import wait_until_gone
 
 DIST = Path(__file__).resolve().parent / "dist_scripts"
 
@@ -135,7 +136,8 @@ def children_of(pid: int) -> list[int]:
 
 
 def kill_workers(launcher: subprocess.Popen, script_name: str) -> None:
-    """SIGKILL the ranks this test's launcher started (a crash, not a clean stop)."""
+    """SIGKILL the ranks this test's launcher started (a crash, not a clean stop), not their
+    DataLoader workers: those must die with their rank."""
     for child in children_of(launcher.pid):
         try:
             if script_name in Path(f"/proc/{child}/cmdline").read_text(errors="replace"):
@@ -152,9 +154,8 @@ def test_two_rank_run_killed_after_a_checkpoint_resumes_on_one_rank(tmp_path):
              "--train_num", "400", "--checkpoint_interval_step", "5", "--log_interval_step", "5",
              "--sample_ratio", "0.5", "--num_workers", "1", "--max_num_last_checkpoint", "3"]
     script = DIST / "run_train.py"
-    launcher = subprocess.Popen(launch_command(2, tmp_path / "log", script, *flags), cwd=REPO,
-                                env=clean_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    launcher = start_launched(2, tmp_path / "log", script, *flags, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     checkpoints = output / "checkpoints"
     deadline = time.monotonic() + 240
     try:
@@ -165,8 +166,14 @@ def test_two_rank_run_killed_after_a_checkpoint_resumes_on_one_rank(tmp_path):
                 pytest.fail(f"no checkpoint in time\n{worker_logs(tmp_path / 'log')}")
             time.sleep(0.2)
     finally:
-        kill_workers(launcher, script.name)
+        try:
+            kill_workers(launcher, script.name)
+            # the ranks' DataLoader workers (--num_workers 1) die with them: no orphan is left
+            orphans = wait_until_gone(launcher.pid, None, [output])
+        finally:
+            kill_tree(launcher)
     assert launcher.returncode != 0
+    assert orphans == [], [p.describe() for p in orphans]
     saved = sorted(p for p in checkpoints.glob("step_*") if (p / "meta.json").exists())[-1]
     saved_step = read_meta(saved)["step"]
     assert saved_step >= 10 and read_meta(saved)["world_size"] == 2

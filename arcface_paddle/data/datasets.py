@@ -24,6 +24,7 @@ import numpy as np
 import paddle
 
 from ..errors import ArcFaceError
+from ..lifetime import dataloader_worker_init
 from .label_file import read_label_file
 from .transforms import decode_rgb, hflip_chw, normalize_chw
 
@@ -250,4 +251,5 @@ def build_loader(dataset: FaceDataset, sampler: GlobalBatchSampler, num_workers:
                  ) -> paddle.io.DataLoader:
     """Batches of (images float32 [B, 3, 112, 112], labels int64 [B]) in the sampler's order."""
     return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                                use_shared_memory=num_workers > 0)
+                                use_shared_memory=num_workers > 0,
+                                worker_init_fn=dataloader_worker_init() if num_workers else None)
