@@ -64,4 +64,4 @@ checkpoint_interval_step: int = 2000  # and always at the end
 max_num_last_checkpoint: int = 3
 resume: bool = False  # continue from the newest checkpoint in <output>/checkpoints
 checkpoint_dir: str | None = None  # or from this checkpoint folder
-is_static: bool = False  # static-graph engine: a later release
+is_static: bool = False  # True: each step's forward + backward run as one static program

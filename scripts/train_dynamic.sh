@@ -1,29 +1,4 @@
 #!/usr/bin/env sh
-# Train in dynamic-graph mode.
-#
-#   sh scripts/train_dynamic.sh                       8 GPUs, ArcFace R50 on MS1M-v3
-#   DEVICE=cpu NPROC=2 sh scripts/train_dynamic.sh    2 CPU processes, tiny synthetic config
-#
-# Overrides: CONFIG (config file), GPUS (e.g. 0,1,2,3), NPROC (CPU processes), LOG_DIR;
-# extra arguments are passed to tools/train.py (e.g. --max_steps 20 --output runs/x).
-set -eu
-cd "$(dirname "$0")/.."
-
-DEVICE="${DEVICE:-gpu}"
-LOG_DIR="${LOG_DIR:-log}"
-
-if [ "$DEVICE" = "cpu" ]; then
-    # gloo over CPU processes (--gpus/--devices do not apply on CPU)
-    exec python -m paddle.distributed.launch --nproc_per_node "${NPROC:-2}" --log_dir "$LOG_DIR" \
-        tools/train.py \
-        --config_file "${CONFIG:-configs/tiny_cpu.py}" \
-        --is_static False \
-        "$@"
-fi
-
-# the config holds the anchor's settings; any key can follow as --key value
-exec python -m paddle.distributed.launch --gpus="${GPUS:-0,1,2,3,4,5,6,7}" --log_dir "$LOG_DIR" \
-    tools/train.py \
-    --config_file "${CONFIG:-configs/ms1mv3_r50.py}" \
-    --is_static False \
-    "$@"
+# Train in dynamic-graph mode; see launch_train.sh for the 8-GPU default and the
+# DEVICE=cpu NPROC=2 override.
+exec sh "$(dirname "$0")/launch_train.sh" False "$@"

@@ -28,7 +28,7 @@ from arcface_paddle.data.datasets import synthetic_verification_pairs
 from arcface_paddle.data.verification_bin import load_verification_bin, save_verification_bin
 from arcface_paddle.evaluation.bin_eval import evaluate_verification_set, paddle_layer_embed_fn
 from arcface_paddle.heads.partial_fc import PartialFC
-from arcface_paddle.logging import LOG_FILE, TrainLogger
+from arcface_paddle.logging import LOG_FILE, TEXT_LOG_FILE, TrainLogger
 from arcface_paddle.train import build_run_schedule, main
 from dist_scripts import tiny_backbones
 from dist_scripts.launching import clean_env, kill_tree, start_launched, worker_logs
@@ -58,7 +58,9 @@ def test_a_restarted_log_holds_each_step_once(tmp_path, capsys):
     logger.close()
     assert read_log(tmp_path) == [*records[:3], {"step": 3, "loss": 1.5, "lr": 0.1,
                                                  "loss_scale": 1.0, "skipped": False}]
-    assert [p.name for p in tmp_path.iterdir()] == [LOG_FILE]  # no temporary left behind
+    # no temporary left behind; the human-readable lines also went to train.log
+    assert sorted(p.name for p in tmp_path.iterdir()) == [TEXT_LOG_FILE, LOG_FILE]
+    assert "dropped 3 record(s) after step 2" in (tmp_path / TEXT_LOG_FILE).read_text()
     # a fresh start (step 0) in the same folder starts a fresh log; other ranks touch nothing
     TrainLogger(tmp_path, 6, 8, visualdl=False, enabled=False).close()
     assert len(read_log(tmp_path)) == 4
