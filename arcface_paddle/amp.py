@@ -1,8 +1,9 @@
 """Pure FP16 training: O2 casting with fp32 master weights, and one dynamic loss scaler for the
 backbone AND Partial FC.
 
-Paddle's own GradScaler watches one optimizer; Partial FC updates its centres itself, so a step
-must be judged on both sets of gradients at once: if any gradient on any rank holds inf or nan,
+Paddle's own GradScaler watches one optimizer; Partial FC's centres have their own sparse
+optimizer (`heads.partial_fc.SampledMomentum`), so a step must be judged on both sets of
+gradients at once: if any gradient on any rank holds inf or nan,
 neither the backbone optimizer nor Partial FC steps and the scale shrinks.
 
 CPU builds have no fp16 kernels (conv, matmul); with `fp16` requested there the run says so once
@@ -12,7 +13,7 @@ and trains in fp32, but the loss scaler still runs, so its logic is exercised on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Callable
 
 import paddle
@@ -47,14 +48,12 @@ def prepare_pure_fp16(backbone: paddle.nn.Layer, optimizer: paddle.optimizer.Opt
     return backbone, optimizer, True
 
 
-@contextlib.contextmanager
-def autocast(enabled: bool) -> Iterator[None]:
-    """The backbone's forward region: O2 fp16 when enabled, plain fp32 otherwise."""
+def autocast(enabled: bool) -> contextlib.AbstractContextManager:
+    """The backbone's forward region: O2 fp16 when enabled, plain fp32 otherwise. A plain
+    function returning a context (not a generator), so it converts under to_static."""
     if not enabled:
-        yield
-        return
-    with paddle.amp.auto_cast(enable=True, level="O2", dtype="float16"):
-        yield
+        return contextlib.nullcontext()
+    return paddle.amp.auto_cast(enable=True, level="O2", dtype="float16")
 
 
 class DynamicLossScaler:
@@ -90,15 +89,24 @@ class DynamicLossScaler:
         return loss * self.scale if self.enabled else loss
 
     def unscale_and_check(self, grads: Sequence[paddle.Tensor]) -> bool:
-        """Divide the gradients by the scale in place -> True if any rank saw inf/nan."""
+        """Divide the gradients by the scale in place -> True if any rank saw inf/nan.
+
+        Paddle's fused `check_finite_and_unscale_`, one call per dtype; on overflow it leaves
+        the offending tensor as garbage, which does not matter: the step is skipped."""
         if not self.enabled:
             return False
+        by_dtype: dict[str, list[paddle.Tensor]] = {}
+        for grad in grads:
+            by_dtype.setdefault(str(grad.dtype), []).append(grad)
+        scale = paddle.to_tensor([self.scale], "float32")
         bad = paddle.zeros([1], "float32")
         with paddle.no_grad():
-            for grad in grads:
-                grad.scale_(1.0 / self.scale)
-                bad = paddle.maximum(bad, paddle.logical_not(paddle.isfinite(grad).all())
-                                     .astype("float32").reshape([1]))
+            for group in by_dtype.values():
+                # fp32 scale for fp16/bf16/fp32 (as paddle's GradScaler), fp64 for fp64
+                group_scale = scale.astype(group[0].dtype) if group[0].dtype == paddle.float64 \
+                    else scale
+                _, found_inf = paddle._C_ops.check_finite_and_unscale_(group, group_scale)
+                bad = paddle.maximum(bad, found_inf.astype("float32"))
         return bool(distributed.all_reduce_max(bad).item() > 0)
 
     def update(self, found_inf: bool) -> None:

@@ -191,6 +191,10 @@ def restore_optimizer(optimizer: paddle.optimizer.Optimizer, backbone: paddle.nn
         state[by_structured[structured] + suffix] = paddle.to_tensor(value)
     if masters:
         state["master_weights"] = masters
+    scheduler = optimizer._learning_rate
+    if isinstance(scheduler, paddle.optimizer.lr.LRScheduler):
+        # the schedule is a function of the step, not saved: keep the one the run built
+        state["LR_Scheduler"] = scheduler.state_dict()
     optimizer.set_state_dict(state)
 
 

@@ -27,12 +27,17 @@ _REDUCE_MAX = int(dist.ReduceOp.MAX)
 
 
 def get_world_size() -> int:
-    """Number of ranks; 1 when the process was not started by `paddle.distributed.launch`."""
+    """Number of ranks: paddle.distributed's once initialised, before that the launcher's
+    environment; 1 when the process was not started by `paddle.distributed.launch`."""
+    if dist.is_initialized():
+        return dist.get_world_size()
     return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
 
 
 def get_rank() -> int:
-    """This process's rank; 0 when un-launched."""
+    """This process's rank (as `get_world_size`); 0 when un-launched."""
+    if dist.is_initialized():
+        return dist.get_rank()
     return int(os.environ.get("PADDLE_TRAINER_ID", "0"))
 
 
@@ -73,18 +78,18 @@ def all_gather_concat(x: paddle.Tensor) -> paddle.Tensor:
 class _AllGatherWithGrad(PyLayer):
     """Forward: concatenate every rank's rows. Backward: each rank holds the gradient of its own
     part of the loss w.r.t. ALL rows; summing over ranks gives the full gradient, of which this
-    rank keeps the rows it contributed."""
+    rank keeps the rows it contributed. Every rank has the same number of rows, so this
+    rank's are its 1/W of the split; nothing is kept on `ctx`, which a program traced with a
+    dynamic batch dimension could not hold."""
 
     @staticmethod
     def forward(ctx, x: paddle.Tensor) -> paddle.Tensor:
-        ctx.rows = x.shape[0]
         return paddle._C_ops.all_gather(x, _RING_ID, get_world_size())
 
     @staticmethod
     def backward(ctx, grad: paddle.Tensor) -> paddle.Tensor:
         total = paddle._C_ops.all_reduce(grad, _RING_ID, _REDUCE_SUM)
-        start = get_rank() * ctx.rows
-        return total[start:start + ctx.rows]
+        return paddle.split(total, get_world_size(), axis=0)[get_rank()]
 
 
 def all_gather_with_grad(x: paddle.Tensor) -> paddle.Tensor:

@@ -1,5 +1,6 @@
-"""Training logs from rank 0: a console line every N steps, VisualDL scalars, and a JSON-lines
-file (`<output>/train_log.jsonl`) that scripts and tests can read back.
+"""Training logs from rank 0: a console line every N steps, VisualDL scalars, a JSON-lines
+file (`<output>/train_log.jsonl`) that scripts and tests can read back, and the human-readable
+lines also in `<output>/train.log` (standard `logging`, logger "arcface_paddle.train").
 
 Console line: step, loss (the mean over the steps since the last line, and the line says so),
 lr, throughput (global images/s), loss scale, skipped steps, eta.
@@ -12,6 +13,7 @@ records of steps that the resumed run logs again, and the file should hold each 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -23,6 +25,8 @@ from insightface_paddle.fileio import atomic_open
 from .errors import ArcFaceError
 
 LOG_FILE = "train_log.jsonl"
+TEXT_LOG_FILE = "train.log"
+TEXT_LOGGER = "arcface_paddle.train"
 VISUALDL_DIR = "vdl"
 
 
@@ -82,12 +86,20 @@ class TrainLogger:
         self.output = Path(output)
         self._writer = None
         self._jsonl = None
+        self._text: logging.Logger | None = None
+        self._handler: logging.Handler | None = None
         self._window: list[float] = []
         self._skipped = 0
         self._window_start = time.perf_counter()
         if not enabled:
             return
         prepare_output(self.output)
+        self._handler = logging.FileHandler(self.output / TEXT_LOG_FILE, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        self._text = logging.getLogger(TEXT_LOGGER)
+        self._text.setLevel(logging.INFO)
+        self._text.propagate = False  # the console line is printed; the file gets a copy
+        self._text.addHandler(self._handler)
         dropped = drop_records_after(self.output / LOG_FILE, start_step)
         if dropped:
             self.info(f"{LOG_FILE}: dropped {dropped} record(s) after step {start_step}, "
@@ -101,6 +113,8 @@ class TrainLogger:
     def info(self, message: str) -> None:
         if self.enabled:
             print(message, flush=True)
+        if self._text is not None:
+            self._text.info(message)
 
     def record(self, **fields: Any) -> None:
         """One JSON line in train_log.jsonl."""
@@ -137,6 +151,10 @@ class TrainLogger:
         self._window_start = time.perf_counter()
 
     def close(self) -> None:
+        if self._handler is not None:
+            self._text.removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

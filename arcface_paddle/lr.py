@@ -11,6 +11,8 @@ import bisect
 import math
 from dataclasses import dataclass
 
+from paddle.optimizer.lr import LRScheduler
+
 from .errors import ArcFaceError
 
 REFERENCE_BATCH = 512
@@ -68,3 +70,16 @@ def build_schedule(lr: float, global_batch: int, steps_per_epoch: int, train_uni
     return LRSchedule(peak_lr=scaled_lr(lr, global_batch), total_steps=int(train_num * unit),
                       warmup_steps=math.ceil(warmup_num * unit), decay=decay,
                       boundaries=boundaries, decay_factor=lr_decay, power=poly_power)
+
+
+class ScheduledLR(LRScheduler):
+    """`schedule` as a Paddle learning-rate scheduler: the optimizer reads `schedule(step)`
+    itself and `step()` advances by one update, so nothing sets the learning rate per step
+    (a static program would gain an op each time). `start_step`: completed steps so far."""
+
+    def __init__(self, schedule: LRSchedule, start_step: int = 0) -> None:
+        self.schedule = schedule
+        super().__init__(learning_rate=schedule(start_step), last_epoch=start_step - 1)
+
+    def get_lr(self) -> float:
+        return self.schedule(self.last_epoch)

@@ -1,5 +1,7 @@
-"""Training run: config -> data -> backbone + Partial FC -> train steps (engine/dynamic.py) with
-logging, validation on `.bin` sets every N steps, and checkpoints.
+"""Training run: config -> data -> backbone + Partial FC -> train steps with logging, validation
+on `.bin` sets every N steps, and checkpoints. `--is_static True` runs each step's forward and
+backward as one static program (engine/static.py), `False` eagerly (engine/dynamic.py); the
+step, its update and the checkpoints are the same in both, so either resumes the other.
 
 Launched with `python -m paddle.distributed.launch ... tools/train.py` each process trains one
 rank; run directly it trains alone. Resuming reads the newest checkpoint (or `--checkpoint_dir`)
@@ -32,11 +34,12 @@ from .checkpoint import (
 )
 from .config import Config, config_from_argv, config_table, help_table
 from .data.datasets import FaceDataset, GlobalBatchSampler, build_loader, open_reader
-from .engine.dynamic import DynamicTrainStep
+from .engine.dynamic import build_dynamic_step
+from .engine.static import build_static_step
 from .errors import ArcFaceError
-from .heads.partial_fc import PartialFC
+from .heads.partial_fc import PartialFC, SampledMomentum
 from .logging import TrainLogger, prepare_output
-from .lr import LRSchedule, build_schedule
+from .lr import LRSchedule, ScheduledLR, build_schedule
 
 
 @dataclass
@@ -111,9 +114,6 @@ def build_run_schedule(config: Config, global_batch: int, steps_per_epoch: int) 
 
 def train(config: Config) -> TrainSummary:
     """Run (or resume) training as this process's rank; returns what happened."""
-    if config.is_static:
-        raise ArcFaceError("--is_static True: the static-graph engine is not in this release; "
-                           "use --is_static False")
     prepare_output(config.output)
     rank, world_size = distributed.init_distributed()
     is_main = rank == 0
@@ -149,22 +149,22 @@ def train(config: Config) -> TrainSummary:
     options = {"dropout": config.dropout} if config.dropout else {}
     backbone = build_backbone(config.backbone, config.embedding_size, **options)
     distributed.broadcast_parameters(backbone)
-    optimizer = paddle.optimizer.Momentum(
-        learning_rate=schedule(0), momentum=config.momentum, parameters=backbone.parameters(),
-        weight_decay=config.weight_decay, multi_precision=config.fp16)
     head = PartialFC(config.num_classes, config.embedding_size, config.sample_ratio,
                      tuple(config.margin), config.scale, config.straight_through,
-                     margin_fallback=config.margin_fallback, momentum=config.momentum,
-                     weight_decay=config.weight_decay, seed=config.seed)
+                     margin_fallback=config.margin_fallback, seed=config.seed)
+    centre_optimizer = SampledMomentum(config.momentum, config.weight_decay)
+    start_step = int(meta["step"]) if meta else 0
+    optimizer = paddle.optimizer.Momentum(
+        learning_rate=ScheduledLR(schedule, start_step), momentum=config.momentum,
+        parameters=backbone.parameters(), weight_decay=config.weight_decay,
+        multi_precision=config.fp16)
     backbone, optimizer, fp16 = prepare_pure_fp16(backbone, optimizer, config.fp16, say)
     scaler = DynamicLossScaler(config.fp16, config.init_loss_scaling, config.incr_ratio,
                                config.decr_ratio, config.incr_every_n_steps,
                                config.min_loss_scaling, config.max_loss_scaling)
-    start_step = 0
     if checkpoint is not None:
         meta = distributed.on_every_rank(load_checkpoint, checkpoint, backbone, optimizer, head,
                                          scaler)
-        start_step = int(meta["step"])
         say(f"resumed from {checkpoint} (saved by {meta['world_size']} ranks) at step "
             f"{start_step} on {world_size} ranks; lr {schedule(start_step):.8g}")
 
@@ -176,7 +176,9 @@ def train(config: Config) -> TrainSummary:
     logger.info(f"{world_size} rank(s), global batch {global_batch}, {len(sampler)} steps per "
                 f"epoch, steps {start_step}..{stop_at} of {schedule.total_steps}; Partial FC "
                 f"classes [{head.class_start}, {head.class_stop}) on rank 0")
-    train_step = DynamicTrainStep(backbone, head, optimizer, scaler, fp16)
+    build_step = build_static_step if config.is_static else build_dynamic_step
+    train_step = build_step(backbone, head, optimizer, centre_optimizer, scaler, fp16)
+    logger.info(f"{'static' if config.is_static else 'dynamic'}-graph train step")
     backbone.train()
     head.train()
     summary = TrainSummary(step=start_step, start_step=start_step, last_loss=float("nan"))
@@ -187,8 +189,8 @@ def train(config: Config) -> TrainSummary:
             sampler.set_epoch(epoch, first_batch)
             for images, labels in loader:
                 paddle.seed(step_seed(config.seed, step, rank))
-                lr = schedule(step)
-                result = train_step(images, labels, lr)
+                lr = optimizer.get_lr()
+                result = train_step(images, labels)
                 step += 1
                 summary.step, summary.last_loss = step, result.loss
                 logger.step(step, result.loss, lr, result.loss_scale, result.skipped)

@@ -68,4 +68,4 @@ checkpoint_interval_step: int = 2000  # save every this many steps, and always a
 max_num_last_checkpoint: int = 3  # checkpoints kept (oldest removed first); 0 keeps all
 resume: bool = False  # continue from the newest checkpoint in <output>/checkpoints
 checkpoint_dir: str | None = None  # continue from this checkpoint folder instead
-is_static: bool = False  # static-graph engine: a later release
+is_static: bool = False  # True: each step's forward + backward run as one static program

@@ -7,12 +7,39 @@ machine) tests that need real data skip; in CI (CI=true) an unset variable is it
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 
+from dist_scripts.processes import MARKER_ENV, kill_pids, wait_until_gone
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ENV = "INSIGHTFACE_PADDLE_SHARED"
+
+
+# -- nothing the suite starts may outlive it ---------------------------------------------------
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Mark the environment: every process the suite starts inherits the mark."""
+    os.environ[MARKER_ENV] = f"{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a process it started (a descendant, one carrying the mark, or one
+    naming the session's temporary folder) is still alive; then end those processes."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    # with a separator: another session's pytest-123 must not match this one's pytest-12
+    paths = [f"{factory.getbasetemp()}{os.sep}"] if factory is not None else []
+    alive = wait_until_gone(os.getpid(), os.environ.get(MARKER_ENV), paths)
+    if not alive:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    lines = ["processes started by the test session are still running:",
+             *(f"  {p.describe()}" for p in alive)]
+    if reporter is not None:
+        reporter.write_line("\n".join(lines), red=True)
+    kill_pids(p.pid for p in alive)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _shared_root() -> Path | None:

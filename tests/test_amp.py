@@ -1,5 +1,6 @@
-"""Pure fp16 on CPU: the loss scaler's schedule, whole-step skipping on injected inf/nan
-gradients (backbone AND Partial FC untouched), and the fp16-on-CPU fallback."""
+"""Pure fp16 on CPU: the loss scaler's schedule and its fused overflow check, whole-step skipping
+on injected inf/nan gradients (backbone AND Partial FC untouched) in both executors, and the
+fp16-on-CPU fallback."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 from arcface_paddle import amp
 from arcface_paddle.amp import DynamicLossScaler, prepare_pure_fp16
 from arcface_paddle.checkpoint import optimizer_arrays
-from arcface_paddle.engine.dynamic import DynamicTrainStep
+from arcface_paddle.engine.dynamic import build_dynamic_step
+from arcface_paddle.engine.static import build_static_step
 from arcface_paddle.errors import ArcFaceError
-from arcface_paddle.heads.partial_fc import PartialFC
+from arcface_paddle.heads.partial_fc import PartialFC, SampledMomentum
 from dist_scripts.tiny_backbones import PlainNet
 
 
@@ -64,18 +66,47 @@ def test_bad_scaler_settings_are_user_errors(kwargs):
         DynamicLossScaler(True, **kwargs)
 
 
-class Trainer:
-    """A no-BN backbone + sampled Partial FC behind the real train step."""
+def test_fused_check_gives_the_verdicts_of_a_per_tensor_check():
+    """Paddle's fused check_finite_and_unscale_ against numpy, over dtypes and positions
+    (float16 has the kernel on GPU only, where fp16 gradients exist)."""
+    rng = np.random.default_rng(0)
+    scaler = DynamicLossScaler(True, init_scale=1024.0)
+    for trial in range(40):
+        arrays = [rng.normal(size=rng.integers(1, 20)).astype(dtype) * 1024
+                  for dtype in (np.float32, np.float64, np.float32)]
+        if trial % 4:
+            victim = arrays[trial % 3]
+            victim.flat[trial % victim.size] = (np.inf, -np.inf, np.nan)[trial % 3]
+        expected = not all(np.isfinite(a).all() for a in arrays)
+        grads = [paddle.to_tensor(a) for a in arrays]
+        assert scaler.unscale_and_check(grads) is expected
+        if not expected:
+            for grad, array in zip(grads, arrays):
+                np.testing.assert_array_equal(grad.numpy(), array / np.asarray(1024, array.dtype))
 
-    def __init__(self, growth_interval: int = 1000) -> None:
+
+MODES = ["dynamic", "static"]
+
+
+class Trainer:
+    """A no-BN backbone + sampled Partial FC behind the real train step of either executor."""
+
+    def __init__(self, mode: str = "dynamic", growth_interval: int = 1000,
+                 scaled: bool = True) -> None:
         paddle.seed(0)
         self.backbone = PlainNet(8)
         self.head = PartialFC(40, 8, 0.25, seed=1)
         self.optimizer = paddle.optimizer.Momentum(0.1, 0.9, parameters=self.backbone
                                                    .parameters(), weight_decay=5e-4)
-        self.scaler = DynamicLossScaler(True, init_scale=2.0 ** 12,
+        self.scaler = DynamicLossScaler(scaled, init_scale=2.0 ** 12,
                                         growth_interval=growth_interval)
-        self.step = DynamicTrainStep(self.backbone, self.head, self.optimizer, self.scaler)
+        sparse = SampledMomentum(0.9, 5e-4)
+        if mode == "static":
+            self.step = build_static_step(self.backbone, self.head, self.optimizer, sparse,
+                                          self.scaler, image_shape=(3, 16, 16))
+        else:
+            self.step = build_dynamic_step(self.backbone, self.head, self.optimizer, sparse,
+                                           self.scaler)
         self.rng = np.random.default_rng(0)
 
     def batch(self) -> tuple[paddle.Tensor, paddle.Tensor]:
@@ -98,32 +129,34 @@ def assert_unchanged(before: dict[str, np.ndarray], after: dict[str, np.ndarray]
         np.testing.assert_array_equal(after[key], before[key], err_msg=key)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("where", ["backbone", "partial_fc"])
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
-def test_injected_overflow_skips_the_whole_step(where, bad):
-    trainer = Trainer()
+def test_injected_overflow_skips_the_whole_step(where, bad, mode):
+    trainer = Trainer(mode)
     for _ in range(2):  # non-zero momentum everywhere first
-        assert not trainer.step(*trainer.batch(), lr=0.1).skipped
+        assert not trainer.step(*trainer.batch()).skipped
     before = trainer.snapshot()
     assert any(k.startswith("opt/") and np.abs(v).max() > 0 for k, v in before.items())
     assert np.abs(before["pfc/velocity"]).max() > 0
     scale = trainer.scaler.scale
 
-    trainer.step.forward_backward(*trainer.batch())
+    pending = trainer.step.forward_backward(*trainer.batch())
     with paddle.no_grad():
         grad = (trainer.backbone.fc.weight.grad if where == "backbone"
-                else trainer.head.gradients()[0])
+                else pending.centres.grad)
         poisoned = grad.numpy()
         poisoned.flat[3] = bad
         grad.set_value(paddle.to_tensor(poisoned))
-    skipped, used_scale = trainer.step.apply(lr=0.1)
+    skipped, used_scale = trainer.step.apply(pending)
 
     assert skipped and used_scale == scale
     assert_unchanged(before, trainer.snapshot())
     assert trainer.scaler.scale == scale / 2
-    assert trainer.head.gradients() == []
+    assert all(p.grad is None or not p.grad.numpy().any()
+               for p in trainer.backbone.parameters())  # cleared for the next step
     # the next clean step trains both parts again
-    assert not trainer.step(*trainer.batch(), lr=0.1).skipped
+    assert not trainer.step(*trainer.batch()).skipped
     after = trainer.snapshot()
     assert not np.array_equal(after["pfc/weight"], before["pfc/weight"])
     assert not np.array_equal(after["param/fc.weight"], before["param/fc.weight"])
@@ -131,19 +164,19 @@ def test_injected_overflow_skips_the_whole_step(where, bad):
 
 def test_scale_grows_after_clean_steps_in_training():
     trainer = Trainer(growth_interval=3)
-    scales = [trainer.step(*trainer.batch(), lr=0.05).loss_scale for _ in range(7)]
+    scales = [trainer.step(*trainer.batch()).loss_scale for _ in range(7)]
     assert scales == [4096.0] * 3 + [8192.0] * 3 + [16384.0]
 
 
-def test_scaled_training_equals_unscaled_training():
+@pytest.mark.parametrize("mode", MODES)
+def test_scaled_training_equals_unscaled_training(mode):
     """Power-of-two scaling is exact in binary floating point: scaling changes nothing."""
-    scaled, plain = Trainer(), Trainer()
-    plain.scaler = plain.step.scaler = DynamicLossScaler(False)
+    scaled, plain = Trainer(mode), Trainer(mode, scaled=False)
     for step in range(3):
         paddle.seed(step)  # the same negative centres sampled in both runs
-        a = scaled.step(*scaled.batch(), lr=0.1)
+        a = scaled.step(*scaled.batch())
         paddle.seed(step)
-        b = plain.step(*plain.batch(), lr=0.1)
+        b = plain.step(*plain.batch())
         assert a.loss == b.loss
     for key, value in scaled.snapshot().items():
         np.testing.assert_array_equal(value, plain.snapshot()[key], err_msg=key)

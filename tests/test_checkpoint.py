@@ -34,11 +34,11 @@ from test_amp import Trainer
 REPO = Path(__file__).resolve().parents[1]
 
 
-def trained(steps: int) -> Trainer:
-    trainer = Trainer(growth_interval=2)
+def trained(steps: int, mode: str = "dynamic") -> Trainer:
+    trainer = Trainer(mode, growth_interval=2)
     for step in range(steps):
         paddle.seed(step)
-        trainer.step(*trainer.batch(), lr=0.1)
+        trainer.step(*trainer.batch())
     return trainer
 
 
@@ -48,8 +48,11 @@ def save(trainer: Trainer, root: Path, step: int, keep_last: int = 3) -> Path:
                            keep_last=keep_last)
 
 
-def test_round_trip_restores_everything_and_the_next_step(tmp_path):
-    original = trained(3)
+@pytest.mark.parametrize(("saved_by", "loaded_by"), [
+    ("dynamic", "dynamic"), ("static", "dynamic"), ("dynamic", "static")])
+def test_round_trip_restores_everything_and_the_next_step(tmp_path, saved_by, loaded_by):
+    """One format for both executors: what one saves, the other resumes, bit for bit."""
+    original = trained(3, saved_by)
     path = save(original, tmp_path, 3)
     meta = read_meta(path)
     assert meta["format"] == FORMAT_NAME and meta["format_version"] == FORMAT_VERSION
@@ -57,7 +60,7 @@ def test_round_trip_restores_everything_and_the_next_step(tmp_path):
     assert meta["partial_fc"] == [{"file": "partial_fc_00000.npz", "class_start": 0,
                                    "class_stop": 40}]
 
-    restored = Trainer(growth_interval=2)  # fresh layers: other paddle tensor names
+    restored = Trainer(loaded_by, growth_interval=2)  # fresh layers: other tensor names
     assert restored.backbone.fc.weight.name != original.backbone.fc.weight.name
     load_checkpoint(path, restored.backbone, restored.optimizer, restored.head,
                     restored.scaler)
@@ -73,9 +76,9 @@ def test_round_trip_restores_everything_and_the_next_step(tmp_path):
     restored.rng = original.rng
     images, labels = original.batch()
     paddle.seed(99)
-    a = original.step(images, labels, lr=0.1)
+    a = original.step(images, labels)
     paddle.seed(99)
-    b = restored.step(images, labels, lr=0.1)
+    b = restored.step(images, labels)
     assert (a.loss, a.loss_scale) == (b.loss, b.loss_scale)
     for key, value in original.snapshot().items():
         np.testing.assert_array_equal(restored.snapshot()[key], value, err_msg=key)
@@ -234,18 +237,22 @@ def tiny_config(output: Path, **overrides: str):
 
 
 @pytest.mark.slow
-def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(tmp_path):
+@pytest.mark.parametrize(("first_static", "then_static"), [
+    ("false", "false"), ("true", "true"), ("true", "false")])
+def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(tmp_path, first_static,
+                                                                  then_static):
+    """In either executor, and a static run resumed in dynamic mode."""
     tiny_backbones.register()
-    straight = train(tiny_config(tmp_path / "straight"))
+    straight = train(tiny_config(tmp_path / "straight", is_static=first_static))
     assert straight.step == 8
-    first = train(tiny_config(tmp_path / "resumed", max_steps="4"))
+    first = train(tiny_config(tmp_path / "resumed", max_steps="4", is_static=first_static))
     assert first.step == 4
     # as if the run had crashed after logging steps 5 and 6 (and half of 7) past its checkpoint
     with (tmp_path / "resumed" / "train_log.jsonl").open("a") as log:
         for step in (5, 6):
             log.write(json.dumps({"step": step, "loss": 9.0, "lr": 0.0}) + "\n")
         log.write('{"step": 7, "lo')
-    second = train(tiny_config(tmp_path / "resumed", resume="true"))
+    second = train(tiny_config(tmp_path / "resumed", resume="true", is_static=then_static))
     assert (second.start_step, second.step) == (4, 8)
     a, b = straight.checkpoint, second.checkpoint
     assert a.name == b.name == "step_00000008"

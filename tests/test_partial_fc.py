@@ -14,6 +14,7 @@ from arcface_paddle.heads.margin import CombinedMargin
 from arcface_paddle.heads.partial_fc import (
     INIT_BLOCK,
     PartialFC,
+    SampledMomentum,
     init_centres,
     sampled_rows,
     shard_range,
@@ -93,7 +94,7 @@ def test_full_shard_loss_and_gradients_match_a_float64_reference(margin):
     labels = rng.integers(0, num_classes, batch)
     head = PartialFC(num_classes, dim, 1.0, margin=margin, scale=64.0, seed=4)
     x = paddle.to_tensor(features.astype(np.float32), stop_gradient=False)
-    loss = head(x, paddle.to_tensor(labels))
+    loss, centres, _ = head(x, paddle.to_tensor(labels))
     loss.backward()
 
     x64 = paddle.to_tensor(features, stop_gradient=False)
@@ -108,7 +109,7 @@ def test_full_shard_loss_and_gradients_match_a_float64_reference(margin):
         assert abs(expected.item() - numpy_loss(features, centres64.numpy(), labels)) < 1e-9
     scale = np.abs(x64.grad.numpy()).max()
     np.testing.assert_allclose(x.grad.numpy(), x64.grad.numpy(), atol=2e-5 * scale)
-    (centre_grad,) = head.gradients()
+    centre_grad = centres.grad
     np.testing.assert_allclose(centre_grad.numpy(), centres64.grad.numpy(),
                                atol=2e-5 * np.abs(centres64.grad.numpy()).max())
 
@@ -125,7 +126,7 @@ def test_margin_fallback_reaches_the_margin_of_the_head():
         head = PartialFC(num_classes, dim, 1.0, scale=64.0, margin_fallback=fallback, seed=2)
         assert head.margin.fallback == fallback
         losses[fallback] = head(paddle.to_tensor(features.astype(np.float32)),
-                                paddle.to_tensor(labels)).item()
+                                paddle.to_tensor(labels))[0].item()
         expected = reference_loss(paddle.to_tensor(features), paddle.to_tensor(centres),
                                   paddle.to_tensor(labels),
                                   CombinedMargin(scale=64.0, fallback=fallback)).item()
@@ -145,7 +146,7 @@ def test_loss_is_exact_where_paddle_cross_entropy_clips():
     centres = init_centres(0, num_classes, dim, 1).astype(np.float64)
     # aim every sample away from its class: large losses
     labels = np.argmin(features @ centres.T, axis=1)
-    loss = head(paddle.to_tensor(features.astype(np.float32)), paddle.to_tensor(labels))
+    loss, _, _ = head(paddle.to_tensor(features.astype(np.float32)), paddle.to_tensor(labels))
     expected = numpy_loss(features, centres, labels)
     assert expected > 64.0
     assert abs(loss.item() - expected) <= 1e-5 * expected
@@ -179,17 +180,20 @@ def test_sampling_marks_labels_of_other_shards_absent():
 
 def test_sampled_update_touches_only_sampled_rows():
     num_classes, dim, lr, momentum, decay = 300, 8, 0.2, 0.9, 5e-4
-    head = PartialFC(num_classes, dim, 0.05, momentum=momentum, weight_decay=decay, seed=9)
+    head = PartialFC(num_classes, dim, 0.05, seed=9)
+    state_names = {k for k in vars(head) if not k.startswith("_")}
+    optimizer = SampledMomentum(momentum, decay)
     rng = np.random.default_rng(1)
     for step in range(3):
         weight, velocity = head.weight.numpy().copy(), head.velocity.numpy().copy()
         labels = rng.integers(0, num_classes, 16)
         x = paddle.to_tensor(rng.normal(size=(16, dim)).astype(np.float32), stop_gradient=False)
         paddle.seed(step)
-        head(x, paddle.to_tensor(labels)).backward()
-        rows = head.sampled_index.numpy()
-        grad = head.gradients()[0].numpy()
-        head.apply_update(lr)
+        loss, centres, selection = head(x, paddle.to_tensor(labels))
+        loss.backward()
+        rows = selection.index.numpy()
+        grad = centres.grad.numpy()
+        optimizer.step(head, selection, centres, centres.grad, lr)
         others = np.setdiff1d(np.arange(num_classes), rows)
         np.testing.assert_array_equal(head.weight.numpy()[others], weight[others])
         np.testing.assert_array_equal(head.velocity.numpy()[others], velocity[others])
@@ -197,7 +201,8 @@ def test_sampled_update_touches_only_sampled_rows():
         # float32 arithmetic in the same order as paddle.optimizer.Momentum: bit for bit
         np.testing.assert_array_equal(head.velocity.numpy()[rows], expected_v)
         np.testing.assert_array_equal(head.weight.numpy()[rows], weight[rows] - lr * expected_v)
-        assert head.gradients() == [] and head.sampled_index is None
+        # nothing of the step stays on the module
+        assert {k for k in vars(head) if not k.startswith("_")} == state_names
 
 
 def test_sampled_update_writes_rows_in_place_without_copying_the_shard():
@@ -208,12 +213,13 @@ def test_sampled_update_writes_rows_in_place_without_copying_the_shard():
     head = PartialFC(num_classes, dim, 0.001, seed=3)
     rng = np.random.default_rng(4)
     features = paddle.to_tensor(rng.normal(size=(8, dim)).astype(np.float32))
-    head(features, paddle.to_tensor(rng.integers(0, num_classes, 8))).backward()
+    loss, centres, selection = head(features, paddle.to_tensor(rng.integers(0, num_classes, 8)))
+    loss.backward()
     weight_ptr, velocity_ptr = head.weight.data_ptr(), head.velocity.data_ptr()
     core = paddle.base.core
     core.host_memory_stat_reset_peak_value("Allocated", 0)
     before = core.host_memory_stat_current_value("Allocated", 0)
-    head.apply_update(0.1)
+    SampledMomentum().step(head, selection, centres, centres.grad, 0.1)
     extra = core.host_memory_stat_peak_value("Allocated", 0) - before
     assert extra < shard_bytes // 10, f"update allocated {extra} bytes; the shard is {shard_bytes}"
     assert (head.weight.data_ptr(), head.velocity.data_ptr()) == (weight_ptr, velocity_ptr)
@@ -221,7 +227,8 @@ def test_sampled_update_writes_rows_in_place_without_copying_the_shard():
 
 def test_full_shard_update_equals_paddle_momentum():
     num_classes, dim, lr = 23, 6, 0.3
-    head = PartialFC(num_classes, dim, 1.0, momentum=0.9, weight_decay=5e-4, seed=6)
+    head = PartialFC(num_classes, dim, 1.0, seed=6)
+    sparse = SampledMomentum(0.9, 5e-4)
     dense = paddle.create_parameter([num_classes, dim], "float32",
                                     default_initializer=paddle.nn.initializer.Assign(
                                         init_centres(0, num_classes, dim, 6)))
@@ -231,8 +238,9 @@ def test_full_shard_update_equals_paddle_momentum():
     for _ in range(4):
         features = rng.normal(size=(8, dim)).astype(np.float32)
         labels = rng.integers(0, num_classes, 8)
-        head(paddle.to_tensor(features), paddle.to_tensor(labels)).backward()
-        head.apply_update(lr)
+        loss, centres, selection = head(paddle.to_tensor(features), paddle.to_tensor(labels))
+        loss.backward()
+        sparse.step(head, selection, centres, centres.grad, lr)
         reference_loss(paddle.to_tensor(features), dense, paddle.to_tensor(labels),
                        margin).backward()
         optimizer.step()
@@ -245,12 +253,12 @@ def test_fp16_features_are_computed_in_fp32():
     head = PartialFC(10, 8, 0.5, seed=0)
     features = paddle.to_tensor(np.random.default_rng(0).normal(size=(4, 8)).astype(np.float16),
                                 stop_gradient=False)
-    loss = head(features, paddle.to_tensor(np.array([1, 2, 3, 4])))
+    loss, centres, _ = head(features, paddle.to_tensor(np.array([1, 2, 3, 4])))
     assert loss.dtype == paddle.float32
-    assert head.weight.dtype == paddle.float32 and head.sampled_weight.dtype == paddle.float32
+    assert head.weight.dtype == paddle.float32 and centres.dtype == paddle.float32
     loss.backward()
     assert features.grad.dtype == paddle.float16  # the gradient returns in the backbone's dtype
-    assert head.gradients()[0].dtype == paddle.float32
+    assert centres.grad.dtype == paddle.float32
     assert np.isfinite(features.grad.numpy()).all()
 
 

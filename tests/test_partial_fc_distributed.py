@@ -1,5 +1,6 @@
-"""Partial FC on three gloo ranks (`paddle.distributed.launch`) against one process with a
-plain full FC: same losses, same backbone, same centres; and sampling on every rank.
+"""Partial FC on two and three gloo ranks (`paddle.distributed.launch`) against one process with
+a plain full FC, through the train step of both executors (dynamic, static): same losses, same
+backbone, same centres; and sampling on every rank.
 
 One launch covers C % W != 0 (37 classes on 3 ranks), C < W (2 classes: rank 2 owns none) and
 sample_ratio < 1 (101 classes at 0.2).
@@ -67,10 +68,12 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ranks_script.MODES)
 @pytest.mark.parametrize("num_classes", ranks_script.EQUIVALENCE_CLASSES)
-def test_ranks_match_one_process_with_a_full_fc(launched, num_classes):
+def test_ranks_match_one_process_with_a_full_fc(launched, num_classes, mode):
     out, world_size = launched
-    saved = [np.load(out / f"equivalence_c{num_classes}_rank{r}.npz") for r in range(world_size)]
+    saved = [np.load(out / f"equivalence_{mode}_c{num_classes}_rank{r}.npz")
+             for r in range(world_size)]
     losses, backbone, centres = full_fc_reference(num_classes)
     for rank, arrays in enumerate(saved):
         assert list(arrays["class_range"]) == list(shard_range(num_classes, world_size, rank))

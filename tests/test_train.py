@@ -28,10 +28,11 @@ from arcface_paddle.data.datasets import synthetic_verification_pairs
 from arcface_paddle.data.verification_bin import load_verification_bin, save_verification_bin
 from arcface_paddle.evaluation.bin_eval import evaluate_verification_set, paddle_layer_embed_fn
 from arcface_paddle.heads.partial_fc import PartialFC
-from arcface_paddle.logging import LOG_FILE, TrainLogger
+from arcface_paddle.logging import LOG_FILE, TEXT_LOG_FILE, TrainLogger
 from arcface_paddle.train import build_run_schedule, main
 from dist_scripts import tiny_backbones
-from dist_scripts.launching import clean_env, launch_command, worker_logs
+from dist_scripts.launching import clean_env, kill_tree, start_launched, worker_logs
+from dist_scripts.processes import wait_until_gone
 
 DIST = Path(__file__).resolve().parent / "dist_scripts"
 
@@ -57,7 +58,9 @@ def test_a_restarted_log_holds_each_step_once(tmp_path, capsys):
     logger.close()
     assert read_log(tmp_path) == [*records[:3], {"step": 3, "loss": 1.5, "lr": 0.1,
                                                  "loss_scale": 1.0, "skipped": False}]
-    assert [p.name for p in tmp_path.iterdir()] == [LOG_FILE]  # no temporary left behind
+    # no temporary left behind; the human-readable lines also went to train.log
+    assert sorted(p.name for p in tmp_path.iterdir()) == [TEXT_LOG_FILE, LOG_FILE]
+    assert "dropped 3 record(s) after step 2" in (tmp_path / TEXT_LOG_FILE).read_text()
     # a fresh start (step 0) in the same folder starts a fresh log; other ranks touch nothing
     TrainLogger(tmp_path, 6, 8, visualdl=False, enabled=False).close()
     assert len(read_log(tmp_path)) == 4
@@ -148,7 +151,8 @@ def children_of(pid: int) -> list[int]:
 
 
 def kill_workers(launcher: subprocess.Popen, script_name: str) -> None:
-    """SIGKILL the ranks this test's launcher started (a crash, not a clean stop)."""
+    """SIGKILL the ranks this test's launcher started (a crash, not a clean stop), not their
+    DataLoader workers: those must die with their rank."""
     for child in children_of(launcher.pid):
         try:
             if script_name in Path(f"/proc/{child}/cmdline").read_text(errors="replace"):
@@ -165,9 +169,8 @@ def test_two_rank_run_killed_after_a_checkpoint_resumes_on_one_rank(tmp_path):
              "--train_num", "400", "--checkpoint_interval_step", "5", "--log_interval_step", "5",
              "--sample_ratio", "0.5", "--num_workers", "1", "--max_num_last_checkpoint", "3"]
     script = DIST / "run_train.py"
-    launcher = subprocess.Popen(launch_command(2, tmp_path / "log", script, *flags), cwd=REPO,
-                                env=clean_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    launcher = start_launched(2, tmp_path / "log", script, *flags, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     checkpoints = output / "checkpoints"
     deadline = time.monotonic() + 240
     try:
@@ -178,8 +181,14 @@ def test_two_rank_run_killed_after_a_checkpoint_resumes_on_one_rank(tmp_path):
                 pytest.fail(f"no checkpoint in time\n{worker_logs(tmp_path / 'log')}")
             time.sleep(0.2)
     finally:
-        kill_workers(launcher, script.name)
+        try:
+            kill_workers(launcher, script.name)
+            # the ranks' DataLoader workers (--num_workers 1) die with them: no orphan is left
+            orphans = wait_until_gone(launcher.pid, None, [output])
+        finally:
+            kill_tree(launcher)
     assert launcher.returncode != 0
+    assert orphans == [], [p.describe() for p in orphans]
     saved = sorted(p for p in checkpoints.glob("step_*") if (p / "meta.json").exists())[-1]
     saved_step = read_meta(saved)["step"]
     assert saved_step >= 10 and read_meta(saved)["world_size"] == 2

@@ -27,6 +27,7 @@ from insightface_paddle.fileio import (
 )
 
 from ..errors import ArcFaceError
+from ..lifetime import die_with_parent
 from .convert_common import copy_verification_sets, image_extension
 from .label_file import write_label_file
 from .recordio import RecFaceReader
@@ -65,8 +66,12 @@ class _Job:
 _job: _Job | None = None
 
 
-def _start_worker(job: _Job | None) -> None:
+def _start_worker(job: _Job | None, parent_pid: int | None = None) -> None:
+    """Worker initializer (and in-process setup): a worker dies with the process that spawned
+    it, so `kill -9` of the tool leaves no orphan writing images."""
     global _job
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     _job = job
 
 
@@ -115,7 +120,7 @@ def _run(job: _Job, ranges: list[tuple[int, int]], num_workers: int
             job.reader.records.close()
         return
     with ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(job,)) as pool:
+                             initializer=_start_worker, initargs=(job, os.getpid())) as pool:
         futures = [pool.submit(_convert_range, bounds) for bounds in ranges]
         try:
             for future in as_completed(futures):

@@ -30,6 +30,7 @@ import paddle
 
 from .. import distributed
 from ..errors import ArcFaceError
+from ..lifetime import dataloader_worker_init
 from .label_file import LABEL_FILE, read_label_file
 from .transforms import decode_rgb, hflip_chw, normalize_chw
 
@@ -342,7 +343,8 @@ class FaceLoader:
             yield from self._in_process()
             return
         loader = paddle.io.DataLoader(_ReportingDataset(self.dataset), batch_sampler=self.sampler,
-                                      num_workers=self.num_workers, use_shared_memory=True)
+                                      num_workers=self.num_workers, use_shared_memory=True,
+                                      worker_init_fn=dataloader_worker_init())
         for images, labels, messages in loader:
             message = _first_message(messages)
             if message is not None:

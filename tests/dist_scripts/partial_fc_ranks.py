@@ -5,7 +5,8 @@
 
 1. Equivalence runs: a no-BN backbone + Partial FC (sample_ratio 1.0) trained for STEPS steps on
    fixed global batches, each rank feeding its slice, through the real train step (loss scaler
-   on). Saves per-step losses, the backbone and this rank's centres and momentum.
+   on) of each executor (MODES). Saves per-step losses, the backbone and this rank's centres
+   and momentum.
 2. Sampling run (sample_ratio < 1): per step, the rows each shard sampled, the positives of the
    global batch in its range, and its centres and momentum before and after the update.
 """
@@ -21,8 +22,9 @@ import paddle
 
 from arcface_paddle import distributed
 from arcface_paddle.amp import DynamicLossScaler
-from arcface_paddle.engine.dynamic import DynamicTrainStep
-from arcface_paddle.heads.partial_fc import PartialFC
+from arcface_paddle.engine.dynamic import build_dynamic_step
+from arcface_paddle.engine.static import build_static_step
+from arcface_paddle.heads.partial_fc import PartialFC, SampledMomentum
 from dist_scripts.tiny_backbones import PlainNet
 
 STEPS = 10
@@ -32,6 +34,7 @@ LR = 0.1
 #: equivalence runs: C % W != 0 (37 on 3 ranks) and C < W (2 classes on 3 ranks)
 EQUIVALENCE_CLASSES = (37, 2)
 SAMPLING_CLASSES, SAMPLE_RATIO, SAMPLING_STEPS = 101, 0.2, 3
+MODES = ("dynamic", "static")
 
 
 def global_batch(step: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +44,8 @@ def global_batch(step: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return images, rng.integers(0, num_classes, GLOBAL_BATCH)
 
 
-def equivalence_run(num_classes: int, rank: int, world_size: int, out: Path) -> None:
+def equivalence_run(num_classes: int, rank: int, world_size: int, out: Path, mode: str
+                    ) -> None:
     paddle.seed(0)
     backbone = PlainNet(EMBEDDING)
     distributed.broadcast_parameters(backbone)
@@ -49,17 +53,22 @@ def equivalence_run(num_classes: int, rank: int, world_size: int, out: Path) -> 
     optimizer = paddle.optimizer.Momentum(LR, 0.9, parameters=backbone.parameters(),
                                           weight_decay=5e-4)
     scaler = DynamicLossScaler(True, init_scale=1024.0, growth_interval=4)
-    step_fn = DynamicTrainStep(backbone, head, optimizer, scaler)
+    sparse = SampledMomentum(0.9, 5e-4)
+    if mode == "static":
+        step_fn = build_static_step(backbone, head, optimizer, sparse, scaler,
+                                    image_shape=(3, 16, 16))
+    else:
+        step_fn = build_dynamic_step(backbone, head, optimizer, sparse, scaler)
     local = GLOBAL_BATCH // world_size
     losses, scales = [], []
     for step in range(STEPS):
         images, labels = global_batch(step, num_classes)
         rows = slice(rank * local, (rank + 1) * local)
-        result = step_fn(paddle.to_tensor(images[rows]), paddle.to_tensor(labels[rows]), LR)
+        result = step_fn(paddle.to_tensor(images[rows]), paddle.to_tensor(labels[rows]))
         losses.append(result.loss)
         scales.append(result.loss_scale)
     arrays = {f"backbone/{k}": v.numpy() for k, v in backbone.state_dict().items()}
-    np.savez(out / f"equivalence_c{num_classes}_rank{rank}.npz", weight=head.weight.numpy(),
+    np.savez(out / f"equivalence_{mode}_c{num_classes}_rank{rank}.npz", weight=head.weight.numpy(),
              velocity=head.velocity.numpy(),
              class_range=np.asarray([head.class_start, head.class_stop]),
              losses=np.asarray(losses), scales=np.asarray(scales), **arrays)
@@ -77,10 +86,11 @@ def sampling_run(rank: int, world_size: int, out: Path) -> None:
         features = paddle.to_tensor(np.random.default_rng([7, step, rank]).normal(
             size=(local, EMBEDDING)).astype(np.float32), stop_gradient=False)
         before = (head.weight.numpy().copy(), head.velocity.numpy().copy())
-        loss = head(features, paddle.to_tensor(labels[rank * local:(rank + 1) * local]))
+        loss, centres, selection = head(features, paddle.to_tensor(
+            labels[rank * local:(rank + 1) * local]))
         loss.backward()
-        sampled = head.sampled_index.numpy() + head.class_start
-        head.apply_update(LR)
+        sampled = selection.index.numpy() + head.class_start
+        SampledMomentum(0.9, 5e-4).step(head, selection, centres, centres.grad, LR)
         after = (head.weight.numpy(), head.velocity.numpy())
         changed = np.flatnonzero(np.any(before[0] != after[0], axis=1)
                                  | np.any(before[1] != after[1], axis=1)) + head.class_start
@@ -94,8 +104,9 @@ def sampling_run(rank: int, world_size: int, out: Path) -> None:
 def main() -> None:
     out = Path(sys.argv[1])
     rank, world_size = distributed.init_distributed()
-    for num_classes in EQUIVALENCE_CLASSES:
-        equivalence_run(num_classes, rank, world_size, out)
+    for mode in MODES:
+        for num_classes in EQUIVALENCE_CLASSES:
+            equivalence_run(num_classes, rank, world_size, out, mode)
     sampling_run(rank, world_size, out)
     distributed.barrier()
 

@@ -1,0 +1,4 @@
+#!/usr/bin/env sh
+# Train in static-graph mode (each step's forward and backward as one program); see
+# launch_train.sh for the 8-GPU default and the DEVICE=cpu NPROC=2 override.
+exec sh "$(dirname "$0")/launch_train.sh" True "$@"
