@@ -69,9 +69,10 @@ def test_a_restarted_log_holds_each_step_once(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_the_readme_cpu_command_trains_and_checkpoints(tmp_path):
-    """`DEVICE=cpu NPROC=2 sh scripts/train_dynamic.sh ...` itself, from another folder, with
-    tiny settings as extra arguments: the documented command must keep working, and do what
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_the_readme_cpu_command_trains_and_checkpoints(tmp_path, mode):
+    """`DEVICE=cpu NPROC=2 sh scripts/train_<mode>.sh ...` itself, from another folder, with
+    tiny settings as extra arguments: the documented commands must keep working, and do what
     the README says (issue 10, item 20): a VisualDL log in <output>/vdl, the launcher's logs
     under <output> (not ./log in the checkout), no LAUNCH INFO lines or ccache warning, and a
     console loss that says it is a mean."""
@@ -87,7 +88,7 @@ def test_the_readme_cpu_command_trains_and_checkpoints(tmp_path):
             "--num_classes", "8", "--synthetic_images_per_class", "2", "--log_interval_step",
             "2", "--output", str(output)]
     before = set((REPO / "log").glob("*")) if (REPO / "log").is_dir() else set()
-    result = subprocess.run(["sh", str(REPO / "scripts" / "train_dynamic.sh"), *args],
+    result = subprocess.run(["sh", str(REPO / "scripts" / f"train_{mode}.sh"), *args],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     log_dir = output / "launch_log"
     assert result.returncode == 0, (f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}\n"
@@ -99,6 +100,7 @@ def test_the_readme_cpu_command_trains_and_checkpoints(tmp_path):
     assert (meta["step"], meta["world_size"], meta["global_batch"]) == (2, 2, 4)
     rank0 = (log_dir / "workerlog.0").read_text()
     assert "| backbone" in rank0 and "MobileFaceNet" in rank0  # configs/tiny_cpu.py was used
+    assert f"{mode}-graph train step" in rank0
     mean = np.mean([r["loss"] for r in log])
     assert re.search(rf"step 2/2  loss {mean:.4f} \(mean of 2 steps\)", rank0), rank0[-2000:]
     assert list((output / "vdl").glob("vdlrecords.*"))  # the README lists it
@@ -163,13 +165,16 @@ def kill_workers(launcher: subprocess.Popen, script_name: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_rank_run_killed_after_a_checkpoint_resumes_on_one_rank(tmp_path):
+@pytest.mark.parametrize("killed_static", ["false", "true"], ids=["dynamic", "static"])
+def test_two_rank_run_killed_after_a_checkpoint_resumes_on_one_rank(tmp_path, killed_static):
+    """Killed in either executor, resumed in dynamic mode on one process."""
     output = tmp_path / "run"
     flags = ["--config_file", str(TINY), "--backbone", "TinyFaceNet", "--output", str(output),
              "--train_num", "400", "--checkpoint_interval_step", "5", "--log_interval_step", "5",
              "--sample_ratio", "0.5", "--num_workers", "1", "--max_num_last_checkpoint", "3"]
     script = DIST / "run_train.py"
-    launcher = start_launched(2, tmp_path / "log", script, *flags, stdout=subprocess.DEVNULL,
+    launcher = start_launched(2, tmp_path / "log", script, *flags, "--is_static",
+                              killed_static, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     checkpoints = output / "checkpoints"
     deadline = time.monotonic() + 240
@@ -195,8 +200,9 @@ def test_two_rank_run_killed_after_a_checkpoint_resumes_on_one_rank(tmp_path):
     logged_by_two = {r["step"]: r for r in read_log(output) if "loss" in r}
 
     resumed = subprocess.run([sys.executable, str(script), *flags, "--resume", "true",
-                              "--max_steps", str(saved_step + 3)], cwd=REPO, env=clean_env(),
-                             capture_output=True, text=True, timeout=240)
+                              "--max_steps", str(saved_step + 3), "--is_static", "false"],
+                             cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                             timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     config = load_config(TINY, [("backbone", "TinyFaceNet"), ("train_num", "400")])
     schedule = build_run_schedule(config, global_batch=32, steps_per_epoch=64 * 16 // 32)

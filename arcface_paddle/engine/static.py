@@ -52,3 +52,16 @@ def build_static_step(backbone: paddle.nn.Layer, head: PartialFC,
     module = TrainForward(backbone, head.loss, fp16)
     return TrainStep(module, head, optimizer, centre_optimizer, scaler,
                      forward=convert_forward(module, head.embedding_size, image_shape))
+
+
+def program_ops(step: TrainStep) -> list[str]:
+    """Names of every op of the step's last traced forward + backward program, nested blocks
+    (the collectives of a PyLayer live in one) included: what tests inspect."""
+    _, (_, partial) = step.forward.program_cache.last()
+    names: list[str] = []
+    blocks = [partial.train_program.program.global_block()]
+    while blocks:
+        for op in blocks.pop().ops:
+            names.append(op.name())
+            blocks += op.blocks()
+    return names
