@@ -22,10 +22,11 @@ setup(
     name="insightface-paddle",
     version=read_version(),
     description="Face detection (BlazeFace) and index-based recognition on PaddlePaddle",
-    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    # the wheel's own page: the repository README is about the checkout (training, data tools)
+    long_description=(HERE / "docs" / "wheel_description.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.9",
+    python_requires=">=3.11",  # the pinned, tested set (numpy 2.4) needs 3.11
     packages=["insightface_paddle"],
     # Paddle itself is deliberately not listed: users pick `paddlepaddle` (CPU) or
     # `paddlepaddle-gpu` (their CUDA) and installing one must not pull in the other.
@@ -45,7 +46,8 @@ setup(
     entry_points={"console_scripts": ["insightfacepaddle=insightface_paddle.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
-        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.11",
         "Topic :: Scientific/Engineering :: Image Recognition",
     ],
 )

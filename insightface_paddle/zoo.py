@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .errors import InsightFaceError
-from .fileio import sha256_file
+from .fileio import atomic_path, sha256_file
 from .folders import make_folder, remove_empty
 
 HOME_ENV = "INSIGHTFACE_PADDLE_HOME"
@@ -160,7 +160,9 @@ def _download_into(model: ZooModel, home: Path, url: str) -> Path:
                                f"set {HOME_ENV} to a writable folder") from None
     try:
         archive = staging / "archive.tar"
-        _fetch(url, archive, model)
+        fetch(url, archive, model.name,
+              f"Offline? Put the extracted model folder at {model_home() / model.archive} "
+              "or pass a local model folder")
         extracted = staging / model.archive
         _extract(archive, extracted, url)
         if not model.sha256:  # never published: pin what we got so later corruption shows
@@ -185,26 +187,39 @@ def _download_into(model: ZooModel, home: Path, url: str) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _fetch(url: str, target: Path, model: ZooModel) -> None:
-    name = model.name
+def fetch(url: str, target: Path, name: str, hint: str, sha256: str | None = None) -> None:
+    """Download `url` to `target` atomically: the file appears complete (and, with `sha256`,
+    verified) or not at all. Errors are one InsightFaceError naming `name` and the URL; `hint`
+    ends the message of a network failure (where a local copy goes)."""
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, \
+                atomic_path(target) as tmp:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with open(target, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, desc=f"download {name}", leave=False
+            with open(tmp, "wb") as out, tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"download {name}", leave=False,
+                disable=None,  # no bar when stderr is not a terminal
             ) as bar:
                 while block := response.read(1 << 20):
                     out.write(block)
                     bar.update(len(block))
-        if total is not None and target.stat().st_size != total:
-            raise InsightFaceError(f"download of {name} from {url} stopped early "
-                                   f"({target.stat().st_size} of {total} bytes)")
+            size = tmp.stat().st_size
+            if total is not None and size != total:
+                raise InsightFaceError(f"download of {name} from {url} stopped early "
+                                       f"({size} of {total} bytes)")
+            if sha256 is not None and sha256_file(tmp) != sha256:
+                raise InsightFaceError(f"download of {name} from {url} does not match its "
+                                       "sha256 (corrupt or modified); nothing was kept")
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise InsightFaceError(
-            f"cannot download {name} from {url} ({reason}). Offline? Put the extracted model "
-            f"folder at {model_home() / model.archive} or pass a local model folder"
-        ) from None
+        raise InsightFaceError(f"cannot download {name} from {url} ({reason}). {hint}") from None
+
+
+def cached_problem(name: str) -> str | None:
+    """None when zoo model `name` is in the cache, complete and unmodified; else why not
+    (without downloading anything)."""
+    model = ZOO[name]
+    folder = model_home() / model.archive
+    return _verify(model, folder) if folder.is_dir() else f"{folder} is missing"
 
 
 def _extract(archive: Path, target: Path, url: str) -> None:

@@ -1,13 +1,15 @@
-"""Shared fixtures: real data and models come from INSIGHTFACE_PADDLE_SHARED.
+"""Shared fixtures: real data and models come from INSIGHTFACE_PADDLE_SHARED, or from
+`../shared` beside the checkout when the variable is unset (the rule scripts/demo.sh follows).
 
-With the variable set (CI sets it), a missing file fails the test. Without it (a user's
-machine) tests that need real data skip; in CI (CI=true) an unset variable is itself a failure.
+With a shared folder, a missing file fails the test. Without one (a user's machine) tests that
+need real data skip; in CI (CI=true) a missing shared folder is itself a failure.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -42,13 +44,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _shared_root() -> Path | None:
-    root = os.environ.get(SHARED_ENV)
+def find_shared_root(environ: Mapping[str, str], repo: Path = REPO) -> Path | None:
+    """$INSIGHTFACE_PADDLE_SHARED, else `<repo>/../shared` if it exists, else None."""
+    root = environ.get(SHARED_ENV)
     if root:
         return Path(root).resolve()
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{SHARED_ENV} is not set; CI must provide the shared data folder")
-    return None
+    beside = repo.parent / "shared"
+    return beside.resolve() if beside.is_dir() else None
+
+
+def _shared_root() -> Path | None:
+    root = find_shared_root(os.environ)
+    if root is None and os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{SHARED_ENV} is not set and {REPO.parent / 'shared'} does not exist; CI "
+                    "must provide the shared data folder")
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +66,7 @@ def shared():
     """shared("data/lfw.bin") -> Path, failing if the file is missing, skipping if no data."""
     root = _shared_root()
     if root is None:
-        pytest.skip(f"{SHARED_ENV} not set: real data and models unavailable")
+        pytest.skip(f"{SHARED_ENV} not set and no ../shared: real data and models unavailable")
 
     def resolve(relative: str) -> Path:
         path = root / relative
