@@ -344,8 +344,6 @@ class FaceIndex:
         old tool's default was MobileFace). Its features were embedded from BGR whole photos.
         """
         labels, features = load_legacy_index(path)
-        if not labels:
-            raise InsightFaceError(f"{path}: the old index holds no entries")
         if features.shape[1] != model.embedding_size:
             raise InsightFaceError(f"{path}: features are {features.shape[1]}-D but "
                                    f"{model.describe()} gives {model.embedding_size}-D")
