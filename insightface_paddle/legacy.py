@@ -112,8 +112,8 @@ def load_legacy_index(path: str | os.PathLike[str]) -> tuple[list[str], np.ndarr
         raise fail("labels must be strings")
     if not all(isinstance(f, np.ndarray) and f.dtype.kind == "f" for f in features):
         raise fail("features must be float arrays")
-    if not features:
-        raise fail("it holds no entries")
+    if not features:  # checked here so the CLI refuses it before loading a model
+        raise InsightFaceError(f"{path}: the old index holds no entries")
     sizes = {f.size for f in features}
     if len(sizes) != 1:
         raise fail(f"features have different sizes {sorted(sizes)}")
