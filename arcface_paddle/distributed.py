@@ -21,6 +21,12 @@ from .errors import ArcFaceError
 
 T = TypeVar("T")
 
+
+class AgreedError(ArcFaceError):
+    """An error every rank raises together (`first_failure` told them all): the trainer meets
+    at a barrier after cleaning up, so each rank prints the line before any exits and the
+    launcher, which stops the others when one ends, cuts no rank short."""
+
 _RING_ID = 0  # the global communication group
 _REDUCE_SUM = int(dist.ReduceOp.SUM)
 _REDUCE_MAX = int(dist.ReduceOp.MAX)
@@ -169,7 +175,7 @@ def on_every_rank(call: Callable[..., T], *args, **kwargs) -> T:
         result, error = None, str(exc)
     failure = first_failure(error)
     if failure is not None:
-        raise ArcFaceError(failure)
+        raise AgreedError(failure)
     return result  # type: ignore[return-value]
 
 

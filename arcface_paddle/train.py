@@ -222,6 +222,7 @@ def help_text(argv: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
     import sys
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -231,5 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_argv(argv)
     if distributed.is_main_process():
         print(config_table(config), flush=True)
-    train(config)
+    try:
+        train(config)
+    except distributed.AgreedError:
+        # every rank has cleaned up: all print the line now, and the launcher's SIGTERM (sent
+        # when the first rank exits) ends a rank still tearing down quietly instead of
+        # appending Paddle's crash report after it
+        distributed.barrier()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise
     return 0

@@ -86,9 +86,38 @@ def unwritable(tmp: Path) -> Path:
     return locked / "run"
 
 
+def run_group(command: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
+    """Run `command` in a process group of its own; on a timeout kill the whole group (ranks,
+    DataLoader workers: nothing is left running) and fail."""
+    process = subprocess.Popen(command, cwd=REPO, env=clean_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{what} hung for {timeout} s\n{stdout[-1500:]}\n{stderr[-1500:]}")
+    left = leftovers(process.pid)
+    assert not left, f"{what} left processes running: {left}"
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def leftovers(group: int) -> list[int]:
+    """Processes still alive in process group `group`, killed (and waited for a moment)."""
+    alive = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.getpgid(int(entry.name)) == group:
+                alive.append(int(entry.name))
+        except (ProcessLookupError, PermissionError):
+            pass
+    if alive:
+        os.killpg(group, signal.SIGKILL)
+    return alive
+
+
 def run_train(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TRAIN), *args], cwd=REPO, env=clean_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return run_group([sys.executable, str(TRAIN), *args], timeout, "tools/train.py")
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, pattern: str) -> str:
@@ -257,18 +286,13 @@ def one_bad_image_on_rank_1(root: Path, batch: int, seed: int) -> int:
 
 
 def run_launched(args: list[str], log_dir: Path, timeout: float) -> subprocess.CompletedProcess:
-    """Launch two ranks; on a timeout kill the launcher's whole process group (no orphans)."""
-    launcher = subprocess.Popen(launch_command(2, log_dir, REPO / "tests" / "dist_scripts" /
-                                               "run_train.py", *args),
-                                cwd=REPO, env=clean_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    """Two launched ranks of tests/dist_scripts/run_train.py."""
+    script = REPO / "tests" / "dist_scripts" / "run_train.py"
     try:
-        stdout, stderr = launcher.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(launcher.pid, signal.SIGKILL)
-        launcher.communicate()
-        pytest.fail(f"the launched run hung\n{worker_logs(log_dir)}")
-    return subprocess.CompletedProcess(launcher.args, launcher.returncode, stdout, stderr)
+        return run_group(launch_command(2, log_dir, script, *args), timeout, "the launched run")
+    except pytest.fail.Exception:
+        print(worker_logs(log_dir))
+        raise
 
 
 @pytest.mark.slow

@@ -367,9 +367,7 @@ class FaceLoader:
                 error = f"data loader: {str(exc).strip().splitlines()[0]}"
             failure = distributed.first_failure(error)
             if failure is not None:
-                # the workers stop when this generator is collected, after the error line is
-                # out: the launcher ends every rank soon after the first one exits
-                raise ArcFaceError(failure)
+                raise distributed.AgreedError(failure)
             if batch is None:
                 return
             yield batch
