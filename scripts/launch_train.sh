@@ -21,14 +21,15 @@ else
     CONFIG="${CONFIG:-configs/ms1mv3_r50.py}"
 fi
 
-# resolve the config once before launching: a bad flag is one line here rather than one per
-# rank, and the run's output folder (which holds the launcher's logs too) is known
-OUTPUT="$(python -m arcface_paddle.config output --config_file "$CONFIG" --is_static "$IS_STATIC" "$@")"
-LOG_DIR="${LOG_DIR:-$OUTPUT/launch_log}"
 # Paddle's C++ INFO lines (tcp store, ...) and its import-time ccache warning (about building
 # C++ extensions, which training never does) are noise in a training log; warnings still show
 export GLOG_minloglevel="${GLOG_minloglevel:-1}"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:No ccache found:UserWarning}"
+
+# resolve the config once before launching: a bad flag is one line here rather than one per
+# rank, and the run's output folder (which holds the launcher's logs too) is known
+OUTPUT="$(python -m arcface_paddle.config output --config_file "$CONFIG" --is_static "$IS_STATIC" "$@")"
+LOG_DIR="${LOG_DIR:-$OUTPUT/launch_log}"
 
 if [ "$DEVICE" = "cpu" ]; then
     # gloo over CPU processes (--gpus/--devices do not apply on CPU)

@@ -131,10 +131,6 @@ def test_command_line_prints_errors_without_traceback(capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: margin_fallback") and "Traceback" not in err
     with pytest.raises(SystemExit) as exit_info:
-        run_main(main, ["--is_static", "True"])
-    assert exit_info.value.code == 1
-    assert "--is_static" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_info:
         run_main(main, ["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out

@@ -21,8 +21,9 @@ def test_wheel_builds_installs_and_runs(tmp_path, shared, model_home):
     source = tmp_path / "source"  # build from a copy: no build/ or egg-info in the checkout
     shutil.copytree(REPO / "insightface_paddle", source / "insightface_paddle",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("setup.py", "pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, source)
+    for name in ("setup.py", "pyproject.toml", "MANIFEST.in", "docs/wheel_description.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "--wheel-dir", str(dist), str(source)], check=True, capture_output=True)
     wheels = list(dist.glob("insightface_paddle-*.whl"))
