@@ -126,13 +126,16 @@ class TrainLogger:
         if self._writer is not None:
             self._writer.add_scalar(tag=tag, value=value, step=step)
 
-    def step(self, step: int, loss: float, lr: float, loss_scale: float, skipped: bool) -> None:
-        """After training step `step` (1-based count of completed steps)."""
+    def step(self, step: int, loss: float, lr: float, loss_scale: float, skipped: bool,
+             step_time: float) -> None:
+        """After training step `step` (1-based count of completed steps); `step_time` is the
+        seconds the train step itself took (no data loading), what benchmarks compare."""
         if not self.enabled:
             return
         self._window.append(loss)
         self._skipped += int(skipped)
-        self.record(step=step, loss=loss, lr=lr, loss_scale=loss_scale, skipped=skipped)
+        self.record(step=step, loss=loss, lr=lr, loss_scale=loss_scale, skipped=skipped,
+                    step_time=round(step_time, 6))
         if step % self.log_interval and step != self.total_steps:
             return
         elapsed = time.perf_counter() - self._window_start

@@ -12,6 +12,7 @@ number of ranks.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,10 +191,12 @@ def train(config: Config) -> TrainSummary:
             for images, labels in loader:
                 paddle.seed(step_seed(config.seed, step, rank))
                 lr = optimizer.get_lr()
-                result = train_step(images, labels)
+                started = time.perf_counter()
+                result = train_step(images, labels)  # its loss is read back: it has finished
+                step_time = time.perf_counter() - started
                 step += 1
                 summary.step, summary.last_loss = step, result.loss
-                logger.step(step, result.loss, lr, result.loss_scale, result.skipped)
+                logger.step(step, result.loss, lr, result.loss_scale, result.skipped, step_time)
                 if val_sets and (step % config.validation_interval_step == 0
                                  or step == stop_at):
                     summary.validation = validate(backbone, optimizer, val_sets, config,

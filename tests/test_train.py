@@ -54,10 +54,11 @@ def test_a_restarted_log_holds_each_step_once(tmp_path, capsys):
     path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 5, "lo')
     logger = TrainLogger(tmp_path, total_steps=6, global_batch=8, visualdl=False, start_step=2)
     assert "dropped 3 record(s) after step 2" in capsys.readouterr().out
-    logger.step(3, 1.5, 0.1, 1.0, False)
+    logger.step(3, 1.5, 0.1, 1.0, False, 0.25)
     logger.close()
     assert read_log(tmp_path) == [*records[:3], {"step": 3, "loss": 1.5, "lr": 0.1,
-                                                 "loss_scale": 1.0, "skipped": False}]
+                                                 "loss_scale": 1.0, "skipped": False,
+                                                 "step_time": 0.25}]
     # no temporary left behind; the human-readable lines also went to train.log
     assert sorted(p.name for p in tmp_path.iterdir()) == [TEXT_LOG_FILE, LOG_FILE]
     assert "dropped 3 record(s) after step 2" in (tmp_path / TEXT_LOG_FILE).read_text()

@@ -323,9 +323,6 @@ class RecordWriter:
         # files close before their temporary names are renamed (or removed on error)
         return self._stack.__exit__(*exc_info)
 
-    def tell(self) -> int:
-        return self._position
-
     def write(self, record: bytes) -> int:
         """Append one record; returns its byte position."""
         if self._rec is None:

@@ -12,14 +12,9 @@ import numpy as np
 
 from insightface_paddle.errors import InsightFaceError
 from insightface_paddle.media import decode_image
-from insightface_paddle.recognition import FACE_NORMALIZATION, mirror, preprocess_faces
+from insightface_paddle.recognition import mirror, preprocess_faces
 
 from ..errors import ArcFaceError
-
-#: per-channel mean and std on the 0..255 scale, and the channel order (the runtime's values)
-MEAN = FACE_NORMALIZATION.mean
-STD = FACE_NORMALIZATION.std
-CHANNEL_ORDER = FACE_NORMALIZATION.channel_order
 
 
 def decode_rgb(data: bytes | np.ndarray, source: str = "<bytes>") -> np.ndarray:
