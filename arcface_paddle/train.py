@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from .config import Config, config_from_argv, config_table, help_table
 from .data.datasets import FaceDataset, GlobalBatchSampler, build_loader, open_reader
 from .engine.dynamic import build_dynamic_step
 from .engine.static import build_static_step
+from .engine.step import TrainStep
 from .errors import ArcFaceError
 from .heads.partial_fc import PartialFC, SampledMomentum
 from .logging import TrainLogger, prepare_output
@@ -113,6 +114,31 @@ def build_run_schedule(config: Config, global_batch: int, steps_per_epoch: int) 
                           config.decay_boundaries, config.lr_decay, config.poly_power)
 
 
+def build_train_step(config: Config, schedule: LRSchedule, start_step: int = 0,
+                     say: Callable[[str], None] = print) -> TrainStep:
+    """The backbone (same initial weights on every rank), this rank's Partial FC shard, both
+    optimizers and the loss scaler, wired into the train step of the configured graph mode
+    (`--is_static`); the learning rate follows `schedule` from `start_step`."""
+    paddle.seed(config.seed)
+    options = {"dropout": config.dropout} if config.dropout else {}
+    backbone = build_backbone(config.backbone, config.embedding_size, **options)
+    distributed.broadcast_parameters(backbone)
+    head = PartialFC(config.num_classes, config.embedding_size, config.sample_ratio,
+                     tuple(config.margin), config.scale, config.straight_through,
+                     margin_fallback=config.margin_fallback, seed=config.seed)
+    optimizer = paddle.optimizer.Momentum(
+        learning_rate=ScheduledLR(schedule, start_step), momentum=config.momentum,
+        parameters=backbone.parameters(), weight_decay=config.weight_decay,
+        multi_precision=config.fp16)
+    backbone, optimizer, fp16 = prepare_pure_fp16(backbone, optimizer, config.fp16, say)
+    scaler = DynamicLossScaler(config.fp16, config.init_loss_scaling, config.incr_ratio,
+                               config.decr_ratio, config.incr_every_n_steps,
+                               config.min_loss_scaling, config.max_loss_scaling)
+    build_step = build_static_step if config.is_static else build_dynamic_step
+    return build_step(backbone, head, optimizer,
+                      SampledMomentum(config.momentum, config.weight_decay), scaler, fp16)
+
+
 def train(config: Config) -> TrainSummary:
     """Run (or resume) training as this process's rank; returns what happened."""
     prepare_output(config.output)
@@ -146,23 +172,10 @@ def train(config: Config) -> TrainSummary:
         schedule.total_steps, config.max_steps)
     val_sets = load_validation_sets(config)
 
-    paddle.seed(config.seed)
-    options = {"dropout": config.dropout} if config.dropout else {}
-    backbone = build_backbone(config.backbone, config.embedding_size, **options)
-    distributed.broadcast_parameters(backbone)
-    head = PartialFC(config.num_classes, config.embedding_size, config.sample_ratio,
-                     tuple(config.margin), config.scale, config.straight_through,
-                     margin_fallback=config.margin_fallback, seed=config.seed)
-    centre_optimizer = SampledMomentum(config.momentum, config.weight_decay)
     start_step = int(meta["step"]) if meta else 0
-    optimizer = paddle.optimizer.Momentum(
-        learning_rate=ScheduledLR(schedule, start_step), momentum=config.momentum,
-        parameters=backbone.parameters(), weight_decay=config.weight_decay,
-        multi_precision=config.fp16)
-    backbone, optimizer, fp16 = prepare_pure_fp16(backbone, optimizer, config.fp16, say)
-    scaler = DynamicLossScaler(config.fp16, config.init_loss_scaling, config.incr_ratio,
-                               config.decr_ratio, config.incr_every_n_steps,
-                               config.min_loss_scaling, config.max_loss_scaling)
+    train_step = build_train_step(config, schedule, start_step, say)
+    backbone, head, optimizer, scaler = (train_step.backbone, train_step.head,
+                                         train_step.optimizer, train_step.scaler)
     if checkpoint is not None:
         meta = distributed.on_every_rank(load_checkpoint, checkpoint, backbone, optimizer, head,
                                          scaler)
@@ -177,8 +190,6 @@ def train(config: Config) -> TrainSummary:
     logger.info(f"{world_size} rank(s), global batch {global_batch}, {len(sampler)} steps per "
                 f"epoch, steps {start_step}..{stop_at} of {schedule.total_steps}; Partial FC "
                 f"classes [{head.class_start}, {head.class_stop}) on rank 0")
-    build_step = build_static_step if config.is_static else build_dynamic_step
-    train_step = build_step(backbone, head, optimizer, centre_optimizer, scaler, fp16)
     logger.info(f"{'static' if config.is_static else 'dynamic'}-graph train step")
     backbone.train()
     head.train()

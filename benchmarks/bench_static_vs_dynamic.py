@@ -2,13 +2,15 @@
 
     python benchmarks/bench_static_vs_dynamic.py [--steps 12] [--warmup 2] [--nprocs 1,2]
 
-For each number of processes one launched job (`paddle.distributed.launch`, gloo on CPU) runs
-the trainer (`arcface_paddle.train.train`) on each setting in dynamic and then in static mode:
-the tiny config as it is, and MobileFaceNet (128-D) at batch 32 per rank. Same config, seed and
-data for both modes. A step's time is the `step_time` the trainer logs (the train step alone:
-forward, backward, gradient all-reduce, update; no data loading); the first `--warmup` steps
-(static mode converts its program in the first) are left out and the median of the rest is
-reported, with the ratio static / dynamic (below 1.0: static is faster).
+For each number of processes one launched job (`paddle.distributed.launch`, gloo on CPU) builds,
+per setting, the trainer's step twice with `arcface_paddle.train.build_train_step`: once in
+dynamic and once in static mode, from the same config, seed and initial weights. The two then
+train side by side on the same batches, alternating step by step, so load from other jobs
+falls on both alike. Settings: the tiny config as it is, and MobileFaceNet (128-D) at batch 32
+per rank. A step is the whole train step (forward, backward, gradient all-reduce, overflow
+check, both updates), timed until its loss is read back; the first `--warmup` steps (static
+mode converts its program in the first) are left out and the median of the rest is reported,
+with the ratio static / dynamic (below 1.0: static is faster).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,32 +35,56 @@ SETTINGS = {
 }
 
 
-def run_name(setting: str, mode: str) -> str:
-    return f"{setting.split()[0]}_{mode}"
+def setting_config(setting: str, mode: str | None = None):
+    sys.path.insert(0, str(REPO))
+    from arcface_paddle.config import load_config
+
+    overrides = list(SETTINGS[setting].items())
+    if mode is not None:
+        overrides.append(("is_static", str(mode == "static")))
+    return load_config(TINY_CONFIG, overrides)
+
+
+def time_setting(setting: str, steps: int) -> dict[str, list[float]]:
+    """Both modes of one setting, alternating step by step -> seconds per step, by mode."""
+    import numpy as np
+    import paddle
+
+    from arcface_paddle import distributed
+    from arcface_paddle.train import build_run_schedule, build_train_step
+
+    config = setting_config(setting)
+    world = distributed.get_world_size()
+    schedule = build_run_schedule(config, config.batch_size * world, steps_per_epoch=steps)
+    train_steps = {mode: build_train_step(setting_config(setting, mode), schedule)
+                   for mode in MODES}
+    for train_step in train_steps.values():
+        train_step.backbone.train()
+    rng = np.random.default_rng([config.seed, distributed.get_rank()])
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for _ in range(steps):
+        images = paddle.to_tensor(rng.standard_normal(
+            (config.batch_size, 3, 112, 112), dtype=np.float32))
+        labels = paddle.to_tensor(rng.integers(0, config.num_classes, config.batch_size))
+        for mode, train_step in train_steps.items():
+            started = time.perf_counter()
+            train_step(images, labels)  # returns once its loss is read back
+            times[mode].append(time.perf_counter() - started)
+    return times
 
 
 def worker(output: Path, steps: int) -> None:
-    """One rank of the launched job: every setting in both modes, one after the other."""
+    """One rank of the launched job; rank 0 writes the step times of every setting."""
     sys.path.insert(0, str(REPO))
-    from arcface_paddle.config import load_config
-    from arcface_paddle.train import train
+    from arcface_paddle import distributed
 
-    for setting, overrides in SETTINGS.items():
-        for mode in MODES:
-            train(load_config(TINY_CONFIG, [
-                *overrides.items(), ("is_static", str(mode == "static")),
-                ("max_steps", str(steps)), ("checkpoint_interval_step", "0"),
-                ("validation_interval_step", "0"), ("visualdl", "False"),
-                ("log_interval_step", str(steps)),
-                ("output", str(output / run_name(setting, mode)))]))
+    distributed.init_distributed()
+    results = {setting: time_setting(setting, steps) for setting in SETTINGS}
+    if distributed.is_main_process():
+        (output / "times.json").write_text(json.dumps(results))
 
 
-def step_times(run: Path, warmup: int) -> list[float]:
-    records = [json.loads(line) for line in (run / "train_log.jsonl").open()]
-    return [r["step_time"] for r in records if "step_time" in r and r["step"] > warmup]
-
-
-def launch(nproc: int, output: Path, steps: int) -> None:
+def launch(nproc: int, output: Path, steps: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PADDLE_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
@@ -67,6 +94,7 @@ def launch(nproc: int, output: Path, steps: int) -> None:
     if result.returncode != 0:
         logs = "\n".join(p.read_text()[-3000:] for p in (output / "launch_log").glob("work*"))
         raise SystemExit(f"{nproc}-process job failed ({result.returncode}):\n{logs}")
+    return json.loads((output / "times.json").read_text())
 
 
 def main() -> None:
@@ -84,20 +112,18 @@ def main() -> None:
 
     from prettytable import PrettyTable
 
-    sys.path.insert(0, str(REPO))
-    from arcface_paddle.config import load_config
-
     table = PrettyTable(["setting", "processes", "dynamic s/step", "static s/step",
                          "static / dynamic", "dynamic img/s", "static img/s"])
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_static_") as tmp:
         for nproc in (int(n) for n in args.nprocs.split(",")):
             output = Path(tmp) / f"{nproc}proc"
-            launch(nproc, output, args.steps)
-            for setting, overrides in SETTINGS.items():
-                batch = load_config(TINY_CONFIG, list(overrides.items())).batch_size * nproc
-                median = {mode: statistics.median(step_times(
-                    output / run_name(setting, mode), args.warmup)) for mode in MODES}
+            output.mkdir()
+            times = launch(nproc, output, args.steps)
+            for setting in SETTINGS:
+                batch = setting_config(setting).batch_size * nproc
+                median = {mode: statistics.median(times[setting][mode][args.warmup:])
+                          for mode in MODES}
                 ratio = median["static"] / median["dynamic"]
                 results.append({"setting": setting, "processes": nproc, **median,
                                 "ratio": ratio, "global_batch": batch})
