@@ -28,6 +28,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",  # the pinned, tested set (numpy 2.4) needs 3.11
     packages=["insightface_paddle"],
+    # the sha256 sums the demo photo download is checked against
+    package_data={"insightface_paddle": ["demo_photos.sha256"]},
     # Paddle itself is deliberately not listed: users pick `paddlepaddle` (CPU) or
     # `paddlepaddle-gpu` (their CUDA) and installing one must not pull in the other.
     install_requires=[

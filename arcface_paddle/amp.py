@@ -13,8 +13,7 @@ and trains in fp32, but the loss scaler still runs, so its logic is exercised on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Callable, Sequence
 
 import paddle
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Sequence
-from typing import Callable, NoReturn
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 # before anything imports paddle (the runtime package does); the second is Paddle's note on
 # every training BatchNorm, which says nothing about the run

@@ -194,12 +194,12 @@ def map_legacy_parameters(ops: Sequence[LegacyOp], model: MobileFaceNet) -> dict
                            f"MobileFaceNet {len(ours)}")
     shapes = {name: list(value.shape) for name, value in model.state_dict().items()}
     state: dict[str, np.ndarray] = {}
-    for (index, op), (kind, prefix, layer) in zip(theirs, ours):
+    for (index, op), (kind, prefix, layer) in zip(theirs, ours, strict=True):
         their_kind, slots = PARAMETER_OPS[op.type]
         if their_kind != kind:
             raise ArcFaceError(f"published op {index} is {op.type}, our {prefix} is a {kind}")
         _check_op_matches(index, op, kind, prefix, layer)
-        for slot, tensor in zip(slots, OUR_TENSORS[kind]):
+        for slot, tensor in zip(slots, OUR_TENSORS[kind], strict=True):
             name = f"{prefix}.{tensor}"
             legacy_name, value = op.tensors[slot]
             if name not in shapes or list(value.shape) != shapes[name]:

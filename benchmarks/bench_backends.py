@@ -43,7 +43,7 @@ def main() -> None:
     print(f"export parity: {parity.describe()}")
     table = PrettyTable(["batch", "paddle p50 ms", "onnx p50 ms", "paddle p90", "onnx p90",
                          "onnx / paddle (p50)"])
-    for paddle_row, onnx_row in zip(results["paddle"], results["onnx"]):
+    for paddle_row, onnx_row in zip(results["paddle"], results["onnx"], strict=True):
         table.add_row([paddle_row["batch"], f"{paddle_row['p50_ms']:.2f}",
                        f"{onnx_row['p50_ms']:.2f}", f"{paddle_row['p90_ms']:.2f}",
                        f"{onnx_row['p90_ms']:.2f}",

@@ -102,8 +102,8 @@ def main() -> None:
     # alternate call by call so load on the machine hits all alike
     times = np.array([[timed(run) for run in runs.values()] for _ in range(args.repeats)])
     medians = np.median(times, axis=0) * 1000  # [run, (wall, cpu)]
-    ms = dict(zip(runs, medians[:, 0]))
-    cpu = dict(zip(runs, medians[:, 1]))
+    ms = dict(zip(runs, medians[:, 0], strict=True))
+    cpu = dict(zip(runs, medians[:, 1], strict=True))
     threads = args.cpu_threads or PredictorOptions().cpu_threads
     table = PrettyTable([f"friends2.jpg (1920x1080, 6 faces), cpu_threads={threads}",
                          "ms per image (median)", "CPU ms (median)"])

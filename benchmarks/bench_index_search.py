@@ -99,10 +99,10 @@ def main() -> None:
     ms = {name: float(np.median(values)) * 1000 for name, values in times.items()}
     read = min(ms["gallery read (sum)"], ms["gallery read (bare gallery @ q)"])
     bare_product = ms[f"bare matrix product, batch {args.batch}"]
-    correct = {name: np.mean([r[0].label == t for r, t in zip(res, truth)])
+    correct = {name: np.mean([r[0].label == t for r, t in zip(res, truth, strict=True)])
                for name, res in found.items()}
     agree = np.mean([e[0].label == a[0].label
-                     for e, a in zip(found["exact"], found["approximate"])])
+                     for e, a in zip(found["exact"], found["approximate"], strict=True)])
     table = PrettyTable(["timing", "ms per query", "top-1 correct", "agrees w/ exact"])
     for name, value in ms.items():
         kind = name.split(",")[0]

@@ -122,8 +122,8 @@ def main() -> None:
         rows = []
         for embeddings in (plain.get(name), None):
             if embeddings is None and rows:
-                embeddings = dict(zip(photos, embed_with_flip(embedder,
-                                                             [faces[p] for p in photos])))
+                flipped = embed_with_flip(embedder, [faces[p] for p in photos])
+                embeddings = dict(zip(photos, flipped, strict=True))
             if embeddings is None:
                 rows.append(None)
                 continue

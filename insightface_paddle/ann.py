@@ -84,7 +84,8 @@ class AnnIndex:
 
     # -- files ----------------------------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return dict(zip(ARRAYS, (self.centroids, self.pq_centroids, self.lists, self.codes)))
+        arrays = (self.centroids, self.pq_centroids, self.lists, self.codes)
+        return dict(zip(ARRAYS, arrays, strict=True))
 
     def to_meta(self) -> dict[str, Any]:
         return {"kind": KIND, "checksum": self.checksum, "nprobe": self.nprobe}

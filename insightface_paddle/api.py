@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -38,7 +38,7 @@ from .recognition import FaceEmbedder, l2_normalize
 
 log = logging.getLogger(__name__)
 
-ImageLike = Union[str, os.PathLike, np.ndarray]
+ImageLike = str | os.PathLike | np.ndarray
 
 #: Default cosine threshold for naming a face. On the raw LFW pairs through this pipeline
 #: (MobileFace, no flip) no impostor pair reaches 0.36 (the highest of 300 is 0.357 with face
@@ -221,7 +221,7 @@ class InsightFace:
                       [str(path) for path, _ in entries], hashes)
         index.info.update({
             **policy, "built_from": str(img_dir), "built_with": f"insightface_paddle {__version__}",
-            "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "updated": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         })
         return index
 
@@ -268,18 +268,18 @@ class InsightFace:
             return faces
         crops = self.cropper.crop(rgb, boxes) if self.detector is not None else [
             FaceCrop(rgb, WHOLE_IMAGE)]
-        for face, crop in zip(faces, crops):
+        for face, crop in zip(faces, crops, strict=True):
             face.landmarks, face.crop = crop.landmarks, crop.crop
         if self.embedder is None:
             return faces
         raw = self.embedder.run(self.embedder.preprocess_images([c.image for c in crops]))
         embeddings = l2_normalize(raw)
-        for face, embedding in zip(faces, embeddings):
+        for face, embedding in zip(faces, embeddings, strict=True):
             face.embedding = embedding
         if self.index is not None:
             results = self.index.search(embeddings, self.embedder.signature, self.cdd_num,
                                         approximate=self.approximate_search)
-            for face, candidates in zip(faces, results):
+            for face, candidates in zip(faces, results, strict=True):
                 face.candidates = candidates
                 if candidates:
                     best = candidates[0]

@@ -69,7 +69,7 @@ class FaceCropper:
         if self.keypoints is None:
             return [FaceCrop(crop_face(rgb, b), FACE_SQUARE) for b in boxes]
         out = []
-        for box, points in zip(boxes, self.keypoints.locate(rgb, boxes)):
+        for box, points in zip(boxes, self.keypoints.locate(rgb, boxes), strict=True):
             if points is None:
                 out.append(FaceCrop(crop_face(rgb, box), FALLBACK))
             else:

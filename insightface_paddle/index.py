@@ -137,8 +137,8 @@ class FaceIndex:
             raise InsightFaceError(f"identity {label!r} is not in the index "
                                    f"({len(self.identities)} identities)")
         self.embeddings = search.gallery_layout(self.embeddings[keep])
-        self.labels = [x for x, k in zip(self.labels, keep) if k]
-        self.sources = [x for x, k in zip(self.sources, keep) if k]
+        self.labels = [x for x, k in zip(self.labels, keep, strict=True) if k]
+        self.sources = [x for x, k in zip(self.sources, keep, strict=True) if k]
         self.hashes = self.hashes[keep]
         self._invalidate()
         return removed
@@ -199,7 +199,8 @@ class FaceIndex:
             found = self._approximate(queries, identity_of_row, k)
         else:
             found = search.top_identities(self.embeddings, identity_of_row, queries, k)
-        return [[Candidate(names[i], s.item()) for i, s in zip(ids, sims)] for ids, sims in found]
+        return [[Candidate(names[i], s.item()) for i, s in zip(ids, sims, strict=True)]
+                for ids, sims in found]
 
     def _groups(self) -> tuple[list[str], np.ndarray]:
         """Identity names and each entry's identity number."""

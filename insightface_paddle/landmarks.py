@@ -137,7 +137,7 @@ class KeypointModel:
         regressors, logits = self.predictor.run({self._input: self.prepare(rgb, squares)})[:2]
         logits = logits.reshape(len(squares), -1)
         found: list[np.ndarray | None] = []
-        for box, sq, reg, logit in zip(boxes, squares, regressors, logits):
+        for box, sq, reg, logit in zip(boxes, squares, regressors, logits, strict=True):
             to_input = self.input_size / sq.side
             inner = ((box[0] - sq.x) * to_input, (box[1] - sq.y) * to_input,
                      (box[2] - sq.x) * to_input, (box[3] - sq.y) * to_input)

@@ -17,10 +17,9 @@ tool stretched the box itself to a square; on LFW pairs that scores 82.8% agains
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np

@@ -133,7 +133,7 @@ def top_rows(gallery: np.ndarray, queries: np.ndarray, want: int,
         else:
             futures = [_executor().submit(_scan_blocks, gallery, queries, p, want) for p in parts]
             pieces = [f.result() for f in futures]
-    q, r, s = (np.concatenate(x) for x in zip(*pieces))
+    q, r, s = (np.concatenate(x) for x in zip(*pieces, strict=True))
     order = np.lexsort((r, -s, q))  # by query, best score first, ties by row
     q, r, s = q[order], r[order], s[order]
     bounds = np.searchsorted(q, np.arange(len(queries) + 1))
@@ -171,7 +171,7 @@ def top_identities(gallery: np.ndarray, identity_of_row: np.ndarray, queries: np
     want = 4 * k
     while len(todo):
         again = []
-        for query, (rows, scores) in zip(todo, top_rows(gallery, queries[todo], want)):
+        for query, (rows, scores) in zip(todo, top_rows(gallery, queries[todo], want), strict=True):
             ids, best = first_identities(identity_of_row[rows], scores, k)
             if len(ids) >= k or want >= n_rows:
                 results[query] = (ids, best)

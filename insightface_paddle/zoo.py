@@ -31,6 +31,15 @@ DOWNLOAD_TIMEOUT_S = 30.0
 SUMS_FILE = "SHA256SUMS"
 
 
+class DownloadError(InsightFaceError):
+    """A download the network refused (offline, no such host, timed out). `what` is the message
+    without the hint on where a local copy goes, for callers that give their own hint."""
+
+    def __init__(self, what: str, hint: str = "") -> None:
+        super().__init__(f"{what}. {hint}" if hint else what)
+        self.what = what
+
+
 @dataclass(frozen=True)
 class ZooModel:
     name: str
@@ -211,15 +220,19 @@ def fetch(url: str, target: Path, name: str, hint: str, sha256: str | None = Non
                                        "sha256 (corrupt or modified); nothing was kept")
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise InsightFaceError(f"cannot download {name} from {url} ({reason}). {hint}") from None
+        raise DownloadError(f"cannot download {name} from {url} ({reason})", hint) from None
 
 
 def cached_problem(name: str) -> str | None:
     """None when zoo model `name` is in the cache, complete and unmodified; else why not
     (without downloading anything)."""
-    model = ZOO[name]
-    folder = model_home() / model.archive
-    return _verify(model, folder) if folder.is_dir() else f"{folder} is missing"
+    return folder_problem(name, model_home() / ZOO[name].archive)
+
+
+def folder_problem(name: str, folder: Path) -> str | None:
+    """None when `folder` holds a complete, unmodified copy of zoo model `name` (a copy kept
+    outside the cache, such as one the demo converts); else why not."""
+    return _verify(ZOO[name], folder) if folder.is_dir() else f"{folder} is missing"
 
 
 def _extract(archive: Path, target: Path, url: str) -> None:

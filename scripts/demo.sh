@@ -1,33 +1,31 @@
 #!/bin/sh
 # Quick-start demo: index the faces of the demo gallery, then detect, align and recognise the faces
-# in the demo queries.
-# Prints a table and writes drawn images to $OUT/drawn.
-#   INSIGHTFACE_PADDLE_DEMO   demo folder with gallery/ and query/ (default: $SHARED/demo/friends)
-#   INSIGHTFACE_PADDLE_HOME   model cache; defaults to $SHARED/models when that offline copy exists,
-#                             else models download to ~/.insightface_paddle on first use
+# in the demo queries. Prints a table and writes drawn images to $OUT/drawn.
+#   INSIGHTFACE_PADDLE_SHARED  the project's shared data folder; unset: ../shared beside the
+#                              checkout when it exists (the rule the tests follow), else none
+#   INSIGHTFACE_PADDLE_DEMO    demo folder with gallery/ (label.txt) and query/; unset:
+#                              $SHARED/demo/friends when it exists, else the photos download once
+#                              from the old project's repository into <model cache>/demo/friends
+#   INSIGHTFACE_PADDLE_HOME    model cache; unset: $SHARED/models when it exists, else
+#                              ~/.insightface_paddle (models download there on first use)
+#   OUT                        output folder (default output/demo)
+# Offline and missing something: one message names all of it and where local copies go.
 set -e
 cd "$(dirname "$0")/.."
-SHARED=${INSIGHTFACE_PADDLE_SHARED:-../shared}
-DEMO=${INSIGHTFACE_PADDLE_DEMO:-$SHARED/demo/friends}
+SHARED=${INSIGHTFACE_PADDLE_SHARED:-}
+if [ -z "$SHARED" ] && [ -d ../shared ]; then
+    SHARED=../shared
+fi
 OUT=${OUT:-output/demo}
-if [ -z "${INSIGHTFACE_PADDLE_HOME:-}" ] && [ -d "$SHARED/models" ]; then
+if [ -z "${INSIGHTFACE_PADDLE_HOME:-}" ] && [ -n "$SHARED" ] && [ -d "$SHARED/models" ]; then
     INSIGHTFACE_PADDLE_HOME="$SHARED/models"
     export INSIGHTFACE_PADDLE_HOME
 fi
 
-# faces are aligned by their keypoints: make the keypoint model once if the cache lacks it
-KEYPOINTS="${INSIGHTFACE_PADDLE_HOME:-$HOME/.insightface_paddle}/blazeface_keypoints_mediapipe_0.10.14"
-if [ ! -f "$KEYPOINTS/model_meta.json" ]; then
-    KEYPOINTS="$OUT/models/blazeface_keypoints_mediapipe_0.10.14"
-    TFLITE="$SHARED/models/mediapipe_face_0.10.14/face_detection_short_range.tflite"
-    if [ ! -f "$KEYPOINTS/model_meta.json" ]; then
-        if [ -f "$TFLITE" ]; then
-            python tools/convert_mediapipe_face.py --output "$KEYPOINTS" --source "$TFLITE"
-        else  # fetches the mediapipe wheel
-            python tools/convert_mediapipe_face.py --output "$KEYPOINTS"
-        fi
-    fi
-fi
+# photos, models and the keypoint model (made once if the cache lacks it): found, fetched or made
+READY=$(python tools/prepare_demo.py --shared "$SHARED" --work "$OUT/models")
+DEMO=$(printf '%s\n' "$READY" | sed -n 1p)
+KEYPOINTS=$(printf '%s\n' "$READY" | sed -n 2p)
 
 python -m insightface_paddle --build_index "$OUT/friends.npz" \
     --img_dir "$DEMO/gallery" --label "$DEMO/gallery/label.txt" --detect_gallery \

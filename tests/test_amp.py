@@ -81,7 +81,7 @@ def test_fused_check_gives_the_verdicts_of_a_per_tensor_check():
         grads = [paddle.to_tensor(a) for a in arrays]
         assert scaler.unscale_and_check(grads) is expected
         if not expected:
-            for grad, array in zip(grads, arrays):
+            for grad, array in zip(grads, arrays, strict=True):
                 np.testing.assert_array_equal(grad.numpy(), array / np.asarray(1024, array.dtype))
 
 

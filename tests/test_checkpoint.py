@@ -264,7 +264,7 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_run_does(tmp_path, firs
     logs = [[json.loads(line) for line in (tmp_path / run / "train_log.jsonl").open()]
             for run in ("straight", "resumed")]
     assert [r["step"] for r in logs[1]] == list(range(1, 9))
-    for x, y in zip(logs[0], logs[1]):
+    for x, y in zip(logs[0], logs[1], strict=True):
         assert (x["step"], x["lr"], x["loss"]) == (y["step"], y["lr"], y["loss"])
 
 

@@ -65,7 +65,7 @@ def test_golden_rec_to_images_keeps_the_bytes(tmp_path, num_workers):
 
     entries = read_label_file(out / "label.txt")
     assert entries == [(f"images/{k:08d}.jpg", label) for k, label in
-                       zip(range(1, 8), [0, 0, 0, 1, 1, 2, 2])]
+                       zip(range(1, 8), [0, 0, 0, 1, 1, 2, 2], strict=True)]
     by_key = {e["key"]: e["payload_sha256"] for e in GOLDEN["records"]}
     for k in range(1, 8):  # MXNet's own payload bytes, including embedded magics and padding
         data = (out / f"images/{k:08d}.jpg").read_bytes()

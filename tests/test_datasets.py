@@ -191,7 +191,7 @@ def test_workers_deliver_the_same_batches():
     single = [(x.numpy(), y.numpy()) for x, y in build_loader(dataset, sampler, 0)]
     workers = [(x.numpy(), y.numpy()) for x, y in build_loader(dataset, sampler, 2)]
     assert len(single) == len(workers) == 3
-    for (xa, ya), (xb, yb) in zip(single, workers):
+    for (xa, ya), (xb, yb) in zip(single, workers, strict=True):
         assert xa.shape == (8, 3, 112, 112) and ya.dtype == np.int64
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)

@@ -248,7 +248,7 @@ def test_a_bad_file_in_a_folder_is_skipped_and_the_rest_reported(hostile, model_
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 4, result.stderr  # the folder named *.jpg is not listed as an image
     for name, line in zip(("a_empty.jpg", "a_huge.png", "a_text.jpg", "a_truncated.png"),
-                          errors):
+                          errors, strict=True):
         assert name in line
     payload = json.loads(result.stdout)
     assert [r["file"] for r in payload["results"]] == ["b_rachel.png"]

@@ -41,7 +41,7 @@ def _run_all(commands: list[list[str]], timeout: float) -> list[subprocess.Compl
     try:
         outs = [p.communicate(timeout=timeout) for p in procs]
         return [subprocess.CompletedProcess(c, p.returncode, o, e)
-                for c, p, (o, e) in zip(commands, procs, outs)]
+                for c, p, (o, e) in zip(commands, procs, outs, strict=True)]
     finally:
         for p in procs:
             if p.poll() is None:

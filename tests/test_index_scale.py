@@ -24,7 +24,7 @@ def _brute_force(index: FaceIndex, queries: np.ndarray, k: int) -> list[list[tup
     out = []
     for row in scores:
         best: dict[str, float] = {}
-        for label, score in zip(index.labels, row):
+        for label, score in zip(index.labels, row, strict=True):
             best[label] = max(best.get(label, -np.inf), float(score))
         out.append(sorted(best.items(), key=lambda item: -item[1])[:k])
     return out
@@ -49,7 +49,7 @@ def test_blocked_exact_scan_equals_brute_force(small_blocks):
                               rng.standard_normal((5, 16)).astype(np.float32)])
     for k in (1, 5, 12):
         got = index.search(queries, MODEL, k=k)
-        for found, truth in zip(got, _brute_force(index, queries, k)):
+        for found, truth in zip(got, _brute_force(index, queries, k), strict=True):
             assert [c.label for c in found] == [label for label, _ in truth]
             np.testing.assert_allclose([c.similarity for c in found], [s for _, s in truth],
                                        atol=1e-5)
@@ -72,9 +72,10 @@ def test_saved_approximate_structure_answers_without_retraining(tmp_path, monkey
     index, queries = _ann_index()
     exact = index.search(queries, MODEL, k=3)
     approx = index.search(queries, MODEL, k=3, approximate=True)
-    agree = np.mean([e[0].label == a[0].label for e, a in zip(exact, approx)])
+    agree = np.mean([e[0].label == a[0].label for e, a in zip(exact, approx, strict=True)])
     assert agree >= 0.99
-    for e, a in zip(exact, approx):  # candidates are rescored exactly: same scores when found
+    # candidates are rescored exactly: same scores when found
+    for e, a in zip(exact, approx, strict=True):
         if e[0].label == a[0].label:
             assert a[0].similarity == pytest.approx(e[0].similarity, abs=1e-5)
     path = index.save(tmp_path / "g.npz")

@@ -3,6 +3,8 @@ epoch or step units, errors naming the flag."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from arcface_paddle.errors import ArcFaceError
@@ -39,7 +41,7 @@ def test_polynomial_decay_in_steps():
     assert schedule(550) == pytest.approx(0.1 * 0.25)  # half way: (1 - 1/2)^2
     assert schedule(1000) == 0.0
     values = [schedule(s) for s in range(100, 1000)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize("kwargs, flag", [

@@ -185,7 +185,7 @@ def test_to_static_matches_dynamic_values_and_gradients():
         dynamic = run_margin(layer, cosine, labels, weights)
         static = run_margin(paddle.jit.to_static(layer, full_graph=True), cosine, labels,
                             weights)
-        for a, b in zip(dynamic, static):
+        for a, b in zip(dynamic, static, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
 
 

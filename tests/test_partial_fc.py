@@ -3,6 +3,7 @@ references, the sampled-row momentum update, fp32 plumbing for fp16 features."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -26,7 +27,7 @@ from arcface_paddle.heads.partial_fc import (
 def test_shards_tile_the_classes(num_classes, world_size):
     ranges = [shard_range(num_classes, world_size, r) for r in range(world_size)]
     assert ranges[0][0] == 0 and ranges[-1][1] == num_classes
-    for (_, stop), (start, _) in zip(ranges, ranges[1:]):
+    for (_, stop), (start, _) in itertools.pairwise(ranges):
         assert stop == start  # contiguous, no gap, no overlap
     sizes = [stop - start for start, stop in ranges]
     assert min(sizes) >= 0 and max(sizes) - min(sizes) <= 1

@@ -141,7 +141,7 @@ def test_write_rec_dataset_is_read_back(tmp_path):
     write_rec_dataset(tmp_path, labels, iter(images), image_size=(112, 96))
     reader = RecFaceReader(tmp_path)
     assert (reader.num_classes, reader.height, reader.width) == (4, 112, 96)
-    assert [reader[i] for i in range(6)] == list(zip(images, labels))
+    assert [reader[i] for i in range(6)] == list(zip(images, labels, strict=True))
     ranges = [unpack(reader.records.read(int(k)))[0].label.tolist()
               for k in reader.identity_ranges]
     assert ranges == [[1, 3], [3, 4], [4, 4], [4, 7]]  # class 2 has no images

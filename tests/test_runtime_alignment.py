@@ -61,7 +61,7 @@ def test_warp_puts_the_points_on_the_template():
         np.uint8))
     found = sorted(map(tuple, centres[1:]))
     assert count - 1 == 5
-    for expected, got in zip(sorted(map(tuple, ARCFACE_TEMPLATE)), found):
+    for expected, got in zip(sorted(map(tuple, ARCFACE_TEMPLATE)), found, strict=True):
         assert np.hypot(*(np.subtract(expected, got))) < 1.0
 
 

@@ -43,7 +43,7 @@ def test_path_and_arrays_in_both_channel_orders_agree(friends_app, shared, tmp_p
     by_rgb = friends_app.predict(np.ascontiguousarray(bgr[:, :, ::-1]), channel_order="rgb")
     assert set(os.listdir(tempfile.gettempdir())) == before  # nothing written
     assert all(isinstance(f, Face) for f in by_path) and len(by_path) == 6
-    for a, b, c in zip(by_path, by_bgr, by_rgb):
+    for a, b, c in zip(by_path, by_bgr, by_rgb, strict=True):
         assert a.label == b.label == c.label
         np.testing.assert_allclose(a.box, b.box)
         np.testing.assert_allclose(a.embedding, c.embedding, atol=1e-6)
@@ -53,7 +53,8 @@ def test_path_and_arrays_in_both_channel_orders_agree(friends_app, shared, tmp_p
     assert sum(by_path[i].label == who for who, i in truth.items()) >= 5
     # channel order matters: reading BGR as RGB changes the embeddings
     swapped = friends_app.predict(bgr, channel_order="rgb")
-    assert min(float(a.embedding @ s.embedding) for a, s in zip(by_path, swapped)) < 0.99
+    pairs = zip(by_path, swapped, strict=True)
+    assert min(float(a.embedding @ s.embedding) for a, s in pairs) < 0.99
 
 
 @pytest.mark.slow

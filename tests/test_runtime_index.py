@@ -35,7 +35,7 @@ def test_search_returns_distinct_identities_by_best_entry():
     index.add(labels, rows)
     results = index.search(centres, MODEL, k=3)
     assert [r[0].label for r in results] == [f"id{i}" for i in range(5)]
-    for r, centre in zip(results, centres):
+    for r, centre in zip(results, centres, strict=True):
         assert len({c.label for c in r}) == 3
         sims = [c.similarity for c in r]
         assert sims == sorted(sims, reverse=True)
@@ -158,7 +158,7 @@ def test_approximate_search_agrees_with_exact():
     queries = centres[:200] + 0.3 * rng.standard_normal((200, dim)).astype(np.float32)
     exact = index.search(queries, index.model, k=1)
     approx = index.search(queries, index.model, k=1, approximate=True)
-    agree = np.mean([e[0].label == a[0].label for e, a in zip(exact, approx)])
+    agree = np.mean([e[0].label == a[0].label for e, a in zip(exact, approx, strict=True)])
     assert agree >= 0.95
     assert np.mean([e[0].label == f"id{i}" for i, e in enumerate(exact)]) >= 0.99
 

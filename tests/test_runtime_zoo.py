@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import http.server
 import io
 import shutil
 import socket
 import tarfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from insightface_paddle import zoo
 from insightface_paddle.errors import InsightFaceError
 from insightface_paddle.fileio import sha256_file
+from local_server import serve
 
 
 def _tar_of(folder: Path, archive: str, tamper: str | None = None) -> bytes:
@@ -33,29 +32,9 @@ def _tar_of(folder: Path, archive: str, tamper: str | None = None) -> bytes:
 @pytest.fixture
 def server():
     """A local HTTP server: `server.files[name] = bytes`; `server.url` is the URL template."""
-    files: dict[str, bytes] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            data = files.get(self.path.lstrip("/"))
-            if data is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    httpd.files = files
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/{{}}.tar"
-    yield httpd
-    httpd.shutdown()
+    with serve() as httpd:
+        httpd.url = f"{httpd.base}{{}}.tar"
+        yield httpd
 
 
 def test_cache_hit_is_verified(model_home, tmp_path, monkeypatch):

@@ -50,7 +50,7 @@ def test_two_ranks_validate_a_600_pair_set_like_one_rank(tmp_path):
 
     two_ranks, one_rank = validations(two), validations(one)
     assert [step for step, _ in two_ranks] == [2, 4] == [step for step, _ in one_rank]
-    for (_, a), (_, b) in zip(two_ranks, one_rank):
+    for (_, a), (_, b) in zip(two_ranks, one_rank, strict=True):
         assert a == pytest.approx(b, abs=1 / 600)
 
 

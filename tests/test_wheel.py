@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 import os
 import shutil
 import subprocess
@@ -29,9 +30,17 @@ def test_wheel_builds_installs_and_runs(tmp_path, shared, model_home):
     wheels = list(dist.glob("insightface_paddle-*.whl"))
     assert len(wheels) == 1
     with zipfile.ZipFile(wheels[0]) as archive:
-        tops = {name.split("/")[0] for name in archive.namelist()}
-        entry_points = archive.read(next(n for n in archive.namelist()
+        names = archive.namelist()
+        tops = {name.split("/")[0] for name in names}
+        entry_points = archive.read(next(n for n in names
                                          if n.endswith("entry_points.txt"))).decode()
+        metadata = archive.read(next(n for n in names if n.endswith(".dist-info/METADATA")))
+    # the wheel's page is its own description, not the repository README (training, data tools)
+    description = email.message_from_bytes(metadata).get_payload()
+    own = (REPO / "docs" / "wheel_description.md").read_text(encoding="utf-8")
+    assert description.strip() == own.strip()
+    assert description.strip() != (REPO / "README.md").read_text(encoding="utf-8").strip()
+    assert "insightface_paddle/demo_photos.sha256" in names  # the demo download's sums
     assert "insightface_paddle" in tops
     assert not any(t.startswith(("arcface_paddle", "tests", "tools", "configs")) for t in tops)
     assert "insightfacepaddle = insightface_paddle.cli:main" in entry_points

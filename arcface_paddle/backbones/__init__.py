@@ -7,7 +7,8 @@ under `paddle.jit.to_static` and exports with `paddle.jit.save` (InputSpec [None
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from paddle import nn
 

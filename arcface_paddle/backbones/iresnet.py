@@ -63,7 +63,7 @@ class IResNet(nn.Layer):
         self.prelu = nn.PReLU(STAGE_CHANNELS[0])
         stages = []
         in_channels = STAGE_CHANNELS[0]
-        for units, channels in zip(STAGE_UNITS[depth], STAGE_CHANNELS):
+        for units, channels in zip(STAGE_UNITS[depth], STAGE_CHANNELS, strict=True):
             blocks = [IBasicBlock(in_channels, channels, stride=2)]
             blocks += [IBasicBlock(channels, channels, stride=1) for _ in range(units - 1)]
             stages.append(nn.Sequential(*blocks))

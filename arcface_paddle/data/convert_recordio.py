@@ -177,7 +177,7 @@ def recordio_to_images(root_dir: str | os.PathLike[str], output_dir: str | os.Pa
         written=written,
         skipped=total - written,
     )
-    write_label_file(output_dir / "label.txt", zip(names, labels.tolist()))
+    write_label_file(output_dir / "label.txt", zip(names, labels.tolist(), strict=True))
     with atomic_open(output_dir / "summary.json", "w", encoding="utf-8") as handle:
         record = {"format_version": SUMMARY_VERSION, "source": str(root_dir)}
         record.update({k: v for k, v in asdict(summary).items() if k not in ("written",

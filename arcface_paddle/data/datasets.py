@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, Union
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -38,7 +38,7 @@ IMAGE_SIZE = 112
 FORMATS = ("auto", "rec", "packed", "folder", "synthetic")
 
 #: an encoded image, or (synthetic data) an RGB uint8 array [112, 112, 3]
-Image = Union[bytes, np.ndarray]
+Image = bytes | np.ndarray
 
 
 class FaceReader(Protocol):

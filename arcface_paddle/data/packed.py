@@ -201,7 +201,7 @@ class PackedReader:
                                f"{META_FILE} says {self.num_classes} classes")
         needed = np.zeros(len(self._shard_paths), dtype=np.int64)
         np.maximum.at(needed, index[:, SHARD], index[:, OFFSET] + index[:, LENGTH])
-        for path, size in zip(self._shard_paths, needed):
+        for path, size in zip(self._shard_paths, needed, strict=True):
             try:
                 actual = path.stat().st_size
             except OSError as exc:

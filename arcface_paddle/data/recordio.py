@@ -440,7 +440,9 @@ def write_rec_dataset(root_dir: str | os.PathLike[str], labels: Sequence[int],
         writer.write_idx(0, pack(IRHeader(0, [first_identity, first_identity + num_classes],
                                           0, 0), b""))
         count = 0
-        for key, (label, image) in enumerate(zip(labels.tolist(), images), start=1):
+        # not strict: a short `images` is reported below as an ArcFaceError, not a ValueError
+        pairs = zip(labels.tolist(), images, strict=False)
+        for key, (label, image) in enumerate(pairs, start=1):
             writer.write_idx(key, pack(IRHeader(0, float(label), key, 0), image))
             count += 1
         if count != len(labels):

@@ -14,8 +14,8 @@ first (the loss is a global-batch mean and each rank back-propagates its own sam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import paddle
 

@@ -17,9 +17,9 @@ embeddings, so every rank works on its share and none waits in a barrier for lon
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Union
+from typing import Any, Protocol
 
 import numpy as np
 import paddle
@@ -62,7 +62,7 @@ class FunctionEmbedder:
         return np.asarray(self.fn(batch), np.float32)
 
 
-ModelLike = Union[Embedder, EmbedFn]
+ModelLike = Embedder | EmbedFn
 
 
 def as_embedder(model: ModelLike) -> Embedder:

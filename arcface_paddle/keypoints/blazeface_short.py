@@ -71,7 +71,9 @@ class BlazeFaceShortRange(nn.Layer):
             x = block(x)
             taps[number] = x
         logits, boxes = [], []
-        for (tap, _), classify, regress in zip(HEADS, self.classifiers, self.regressors):
+        # paddle.jit.to_static rewrites zip() and refuses its strict= argument
+        heads = zip(HEADS, self.classifiers, self.regressors)  # noqa: B905
+        for (tap, _), classify, regress in heads:
             feature = taps[tap]
             # NHWC order, as MediaPipe numbers its anchors: row, column, anchor
             logits.append(classify(feature).transpose([0, 2, 3, 1]).reshape([0, -1]))
