@@ -20,6 +20,7 @@ converted forward took 2.3 s with the pool against 1.8 s eagerly, and 1.75 s ser
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import paddle
@@ -45,6 +46,10 @@ def convert_forward(forward: TrainForward, embedding_size: int,
                     image_shape: Sequence[int] = IMAGE_SHAPE):
     """The forward Layer's `forward` as a static function (the Layer itself is left as is:
     its backbone still runs eagerly where validation or export call it)."""
+    # Paddle's own tracing (zeros_like, the backward it appends) asks graph values for their
+    # `place` and warns each time; nothing of ours does, and nothing is wrong
+    warnings.filterwarnings("ignore", message="Tensor do not have 'place' interface",
+                            category=UserWarning)
     if distributed.get_world_size() > 1:
         paddle.set_flags({"FLAGS_new_executor_sequential_run": True})
     if paddle.device.get_device().startswith("cpu"):
