@@ -92,6 +92,37 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def list_folder_inputs(folder: Path) -> list[Path]:
+    """The images and videos directly in `folder`, by name."""
+    suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    return sorted(p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _probe_video(path: Path) -> tuple[bool, float, int, int, int]:
+    """(first frame readable, fps, frame count, width, height) of a video file."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        ok, _ = capture.read() if capture.isOpened() else (False, None)
+        return (bool(ok), capture.get(cv2.CAP_PROP_FPS) or 25.0,
+                int(capture.get(cv2.CAP_PROP_FRAME_COUNT)),
+                int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    finally:
+        capture.release()
+
+
+def _video_in_a_folder(path: Path) -> str:
+    """Why a video in an input folder is not read: the one line reported for it."""
+    if not _probe_video(path)[0]:
+        return f"{path}: cannot read video"
+    return (f"{path}: a video; a folder input reads only its images (give the video as --input "
+            "on its own)")
+
+
 @dataclass(frozen=True)
 class Frame:
     #: file name for images, "<video name>#<frame number>" for video frames
@@ -101,7 +132,8 @@ class Frame:
 
 @dataclass(frozen=True)
 class Unreadable:
-    """An input of a folder that could not be read: it is reported and skipped, not fatal."""
+    """An input of a folder that could not be read (or a video in it, which a folder input does
+    not read): it is reported and skipped, not fatal."""
 
     name: str
     #: one line naming the file and the problem
@@ -112,8 +144,9 @@ class InputSource:
     """What `--input` names: one image, every image in a folder, or every frame of a video.
 
     Iterating yields a `Frame` per readable image or video frame and an `Unreadable` per image
-    of a folder that cannot be read, in folder order. A lone image or a video that cannot be
-    read is refused here, before any model is loaded.
+    of a folder that cannot be read and per video in a folder, in folder order: a video there is
+    not passed over in silence, its line says it cannot be read or to give it on its own. A lone
+    image or a video that cannot be read is refused here, before any model is loaded.
     """
 
     def __init__(self, path: str | os.PathLike[str],
@@ -128,32 +161,32 @@ class InputSource:
         if self.path.is_dir():
             self.kind = "folder"
             try:
-                self.files = list_images(self.path)
+                #: images and videos in folder order; `files` holds the images
+                self.inputs = list_folder_inputs(self.path)
             except OSError as exc:
                 raise InsightFaceError(f"{self.path}: cannot list ({exc.strerror})") from None
+            self.files = [path for path in self.inputs if not is_video(path)]
             if not self.files:
+                videos = "; a video is read when given as --input on its own" if self.inputs \
+                    else ""
                 raise InsightFaceError(f"{self.path}: folder holds no images "
-                                       f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-        elif self.path.suffix.lower() in VIDEO_SUFFIXES:
+                                       f"({', '.join(sorted(IMAGE_SUFFIXES))}){videos}")
+        elif is_video(self.path):
             self.kind = "video"
-            self.files = [self.path]
-            capture = cv2.VideoCapture(str(self.path))
-            ok, _ = capture.read() if capture.isOpened() else (False, None)
-            self.fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-            self.frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-            width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-            height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-            capture.release()
+            self.files = self.inputs = [self.path]
+            ok, self.fps, self.frame_count, width, height = _probe_video(self.path)
             if not ok:
                 raise InsightFaceError(f"{self.path}: cannot read video")
             check_pixels(width, height, max_pixels, str(self.path))
         else:
             self.kind = "image"
-            self.files = [self.path]
+            self.files = self.inputs = [self.path]
             # fail now, before any model is loaded
             self._image = read_image(self.path, max_pixels)
 
     def __len__(self) -> int:
+        if self.kind == "folder":
+            return len(self.inputs)
         return self.frame_count if self.kind == "video" else len(self.files)
 
     def __iter__(self) -> Iterator[Frame | Unreadable]:
@@ -163,7 +196,10 @@ class InputSource:
         if self._image is not None:
             yield Frame(self.path.name, self._image)
             return
-        for path in self.files:
+        for path in self.inputs:
+            if is_video(path):
+                yield Unreadable(path.name, _video_in_a_folder(path))
+                continue
             try:
                 yield Frame(path.name, read_image(path, self.max_pixels))
             except InsightFaceError as exc:

@@ -258,6 +258,61 @@ def test_a_bad_file_in_a_folder_is_skipped_and_the_rest_reported(hostile, model_
     assert sorted(os.listdir(tmp_path / "drawn")) == [MANIFEST, "b_rachel.png"]
 
 
+
+def small_video(path: Path, frames: int = 12) -> bytes:
+    """A readable .mp4 (OpenCV's mp4v: its index comes last, as most encoders write it)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    rng = np.random.default_rng(1)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    assert cv2.VideoCapture(str(path)).read()[0], "the test's own video is unreadable"
+    return data
+
+
+def test_a_bad_video_in_a_folder_is_skipped_and_the_rest_reported(model_home, shared, tmp_path):
+    """Issue 10, item 8, for videos: a truncated .mp4 and one of junk bytes among photos each
+    get one line and are skipped; the photos are reported; the exit status says inputs failed.
+    A readable video is not silently passed over either: a folder input reads its images, and
+    the line says to give the video on its own."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("Rachel.png", "friends1.jpg"):
+        shutil.copy(shared(f"demo/friends/query/{name}"), folder / name)
+    whole = small_video(tmp_path / "clip.mp4")
+    (folder / "a_truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    (folder / "b_junk.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 64)
+    (folder / "c_readable.mp4").write_bytes(whole)
+    env = {"INSIGHTFACE_PADDLE_HOME": str(model_home)}
+    result = run_cli(["--det", "--input", str(folder), "--json", "--output",
+                      str(tmp_path / "drawn")], env=env)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[3:] == [f"drawn results in {tmp_path / 'drawn'}"], result.stderr
+    lines = lines[:3]  # one line per video, nothing else
+    assert lines[0] == f"error: {folder / 'a_truncated.mp4'}: cannot read video"
+    assert lines[1] == f"error: {folder / 'b_junk.mp4'}: cannot read video"
+    assert lines[2].startswith(f"error: {folder / 'c_readable.mp4'}: a video;"), lines[2]
+    assert "--input" in lines[2]
+    payload = json.loads(result.stdout)
+    assert [r["file"] for r in payload["results"]] == ["Rachel.png", "friends1.jpg"]
+    assert all(r["faces"] for r in payload["results"])
+    assert [(f["file"], f["error"]) for f in payload["failed"]] == [
+        (name, line[len("error: "):]) for name, line in
+        zip(("a_truncated.mp4", "b_junk.mp4", "c_readable.mp4"), lines)]
+    assert sorted(os.listdir(tmp_path / "drawn")) == [MANIFEST, "Rachel.png", "friends1.jpg"]
+
+
+
+def test_a_folder_of_videos_only_is_refused_before_models_load(tmp_path):
+    small_video(tmp_path / "clip.mp4")
+    with pytest.raises(InsightFaceError, match=r"folder holds no images \(.*\); a video is read "
+                                               r"when given as --input on its own"):
+        InputSource(tmp_path)
+
+
 def face(x1: float, y1: float, score: float) -> Face:
     return Face((x1, y1, x1 + 10, y1 + 10), score)
 

@@ -148,9 +148,14 @@ def test_failed_packing_leaves_nothing(tmp_path):
     entries = image_folder(tmp_path / "images", count=8)
     (tmp_path / "images" / entries[6][0]).write_bytes(b"this is not an image")
     with pytest.raises(ArcFaceError, match=r"img 006\.jpg: not an encoded image"):
-        images_to_packed(tmp_path / "images", tmp_path / "packed", max_shard_bytes=2000,
+        images_to_packed(tmp_path / "images", tmp_path / "packed" / "new", max_shard_bytes=2000,
                          progress=False)
-    assert list((tmp_path / "packed").iterdir()) == []
+    assert not (tmp_path / "packed").exists()  # the folders it created are gone too
+    (tmp_path / "kept").mkdir()  # a folder the user made stays, empty
+    with pytest.raises(ArcFaceError, match=r"img 006\.jpg: not an encoded image"):
+        images_to_packed(tmp_path / "images", tmp_path / "kept", max_shard_bytes=2000,
+                         progress=False)
+    assert list((tmp_path / "kept").iterdir()) == []
 
 
 def test_malformed_label_line_is_named_and_nothing_written(tmp_path):

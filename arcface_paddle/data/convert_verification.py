@@ -112,6 +112,8 @@ def folder_to_verification_bin(folder: str | os.PathLike[str],
     problem = output_file_problem(bin_path)
     if problem is not None:
         raise ArcFaceError(problem)
+    if os.path.lexists(bin_path):  # like pairs.txt and meta.json: never replaced silently
+        raise ArcFaceError(f"{bin_path}: already exists; remove it or choose another name")
     pairs = read_pairs_file(folder / PAIRS_FILE)
     images, issame = [], []
     for a, b, same in tqdm(pairs, unit="pair", desc="images -> bin", disable=not progress):

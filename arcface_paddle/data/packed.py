@@ -41,7 +41,8 @@ class PackedWriter:
     """Appends encoded images to shards; `meta.json` appears only when the block succeeds.
 
     With an error or an interruption every shard stays under a temporary name that is removed,
-    and the folder holds no `meta.json`, so no reader mistakes a partial set for a whole one.
+    and the folder holds no `meta.json`, so no reader mistakes a partial set for a whole one;
+    folders the writer created are removed again, so a failed run leaves nothing behind.
     """
 
     def __init__(self, bin_dir: str | os.PathLike[str],
@@ -57,11 +58,17 @@ class PackedWriter:
         self._num_shards = 0
         self._handle: IO[bytes] | None = None
         self._shard_size = 0
+        #: folders `__enter__` created, deepest first
+        self._created: list[Path] = []
 
     def __enter__(self) -> PackedWriter:
         if (self.bin_dir / META_FILE).exists():
             raise ArcFaceError(f"{self.bin_dir}: already holds a packed set ({META_FILE}); "
                                "remove it or choose another folder")
+        folder = Path(os.path.abspath(self.bin_dir))
+        while not os.path.lexists(folder) and folder != folder.parent:
+            self._created.append(folder)
+            folder = folder.parent
         self.bin_dir.mkdir(parents=True, exist_ok=True)
         remove_temporaries(self.bin_dir)  # shards of a killed run
         return self
@@ -71,13 +78,23 @@ class PackedWriter:
         self._shards.__exit__(exc_type, exc, traceback)
         self._handle = None
         if exc_type is not None:
+            self._remove_created_folders()
             return
         try:
             self._commit()
         except BaseException:
             for name in [INDEX_FILE, NAMES_FILE, *self._shard_names()]:
                 (self.bin_dir / name).unlink(missing_ok=True)
+            self._remove_created_folders()
             raise
+
+    def _remove_created_folders(self) -> None:
+        """Remove the folders this writer created, if they are still empty."""
+        for folder in self._created:
+            try:
+                folder.rmdir()
+            except OSError:  # something else was put there meanwhile: keep it
+                return
 
     def _shard_names(self) -> list[str]:
         return [SHARD_PATTERN.format(i) for i in range(self._num_shards)]
