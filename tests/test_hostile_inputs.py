@@ -301,7 +301,7 @@ def test_a_bad_video_in_a_folder_is_skipped_and_the_rest_reported(model_home, sh
     assert all(r["faces"] for r in payload["results"])
     assert [(f["file"], f["error"]) for f in payload["failed"]] == [
         (name, line[len("error: "):]) for name, line in
-        zip(("a_truncated.mp4", "b_junk.mp4", "c_readable.mp4"), lines)]
+        zip(("a_truncated.mp4", "b_junk.mp4", "c_readable.mp4"), lines, strict=True)]
     assert sorted(os.listdir(tmp_path / "drawn")) == [MANIFEST, "Rachel.png", "friends1.jpg"]
 
 
