@@ -21,9 +21,10 @@ else
     CONFIG="${CONFIG:-configs/ms1mv3_r50.py}"
 fi
 
-# Paddle's C++ INFO lines (tcp store, ...) and its import-time ccache warning (about building
-# C++ extensions, which training never does) are noise in a training log; warnings still show
-export GLOG_minloglevel="${GLOG_minloglevel:-1}"
+# Paddle's C++ INFO and WARNING lines (tcp store; dozens from converting the static program)
+# and its import-time ccache warning (about building C++ extensions, which training never does)
+# are noise in a training log; C++ errors and Python warnings still show
+export GLOG_minloglevel="${GLOG_minloglevel:-2}"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:No ccache found:UserWarning}"
 
 # resolve the config once before launching: a bad flag is one line here rather than one per
