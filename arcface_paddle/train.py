@@ -33,7 +33,7 @@ from .checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from .config import Config, config_from_argv, config_table, help_table
+from .config import Config, check_paths, config_from_argv, config_table, help_table
 from .data.datasets import FaceDataset, GlobalBatchSampler, build_loader, open_reader
 from .engine.dynamic import build_dynamic_step
 from .engine.static import build_static_step
@@ -115,6 +115,7 @@ def build_run_schedule(config: Config, global_batch: int, steps_per_epoch: int) 
 
 def train(config: Config) -> TrainSummary:
     """Run (or resume) training as this process's rank; returns what happened."""
+    check_paths(config)  # a bad data folder leaves no empty output folder behind
     prepare_output(config.output)
     rank, world_size = distributed.init_distributed()
     is_main = rank == 0
