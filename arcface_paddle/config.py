@@ -316,12 +316,19 @@ def config_from_argv(argv: Sequence[str]) -> Config:
 
 def check_paths(config: Config) -> None:
     """What a run reads and writes, checked before any data, model or rank starts and without
-    creating anything: the data folder holds a dataset (unless the data is synthetic) and the
-    output folder can be made and written in."""
+    creating anything: the data folder holds a dataset or the label file can be read (unless
+    the data is synthetic), and the output folder can be made and written in."""
     from .data.datasets import detect_format
 
     if config.data_format != "synthetic":
         detect_format(config.data_dir, config.label_file)
+        if config.label_file is not None:
+            try:
+                with open(config.label_file, "rb"):
+                    pass
+            except OSError as exc:
+                raise ArcFaceError(f"--label_file {config.label_file}: cannot read "
+                                   f"({exc.strerror or exc})") from None
     problem = output_folder_problem(config.output)
     if problem is not None:
         raise ArcFaceError(f"--output {problem}")

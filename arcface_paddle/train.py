@@ -39,7 +39,7 @@ from .engine.dynamic import build_dynamic_step
 from .engine.static import build_static_step
 from .errors import ArcFaceError
 from .heads.partial_fc import PartialFC, SampledMomentum
-from .logging import TrainLogger, prepare_output
+from .logging import TrainLogger
 from .lr import LRSchedule, ScheduledLR, build_schedule
 
 
@@ -115,8 +115,9 @@ def build_run_schedule(config: Config, global_batch: int, steps_per_epoch: int) 
 
 def train(config: Config) -> TrainSummary:
     """Run (or resume) training as this process's rank; returns what happened."""
-    check_paths(config)  # a bad data folder leaves no empty output folder behind
-    prepare_output(config.output)
+    # the output folder is made by the logger once everything before the first step has
+    # passed: a bad path, checkpoint or validation set leaves no empty folder behind
+    check_paths(config)
     rank, world_size = distributed.init_distributed()
     is_main = rank == 0
     say = print if is_main else (lambda message: None)

@@ -204,10 +204,10 @@ def test_scripts_ask_for_resolved_values(capsys, tmp_path):
         config_main(["outptu"])
     with pytest.raises(ArcFaceError, match="--batch_size must be"):
         config_main(["output", "--batch_size", "0"])
-    with pytest.raises(ArcFaceError, match="--data_dir .*nowhere: no such folder"):
+    with pytest.raises(ArcFaceError, match=r"--data_dir .*nowhere: no such folder"):
         config_main(["output", *tiny, "--data_dir", str(tmp_path / "nowhere")])
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ArcFaceError, match="--output .*file/run: .*file is not a folder"):
+    with pytest.raises(ArcFaceError, match=r"--output .*file/run: .*file is not a folder"):
         config_main(["output", *tiny, "--output", str(tmp_path / "file" / "run")])
     assert not (tmp_path / "nowhere").exists() and sorted(tmp_path.iterdir()) == [
         tmp_path / "file"]  # nothing made
