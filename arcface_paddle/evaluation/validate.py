@@ -25,14 +25,16 @@ def resolve_target(target: str, data_dir: str | os.PathLike[str] | None) -> Path
     as_path = Path(target)
     if as_path.suffix == ".bin" or os.sep in target:
         if not as_path.is_file():
-            raise ArcFaceError(f"--val_targets {target}: no such file")
+            why = "is a folder, expected a .bin file" if as_path.is_dir() else "no such file"
+            raise ArcFaceError(f"--val_targets {target}: {why}")
         return as_path
     if data_dir is None:
         raise ArcFaceError(f"--val_targets {target}: give --data_dir, the folder holding "
                            f"{target}.bin")
     folder = Path(data_dir)
     if not folder.is_dir():
-        raise ArcFaceError(f"--data_dir {folder}: no such folder")
+        why = "is not a folder" if folder.exists() else "no such folder"
+        raise ArcFaceError(f"--data_dir {folder}: {why}")
     path = folder / f"{target}.bin"
     if not path.is_file():
         present = sorted(p.stem for p in folder.glob("*.bin"))
