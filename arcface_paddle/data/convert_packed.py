@@ -9,7 +9,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from insightface_paddle.fileio import output_folder_problem, remove_temporaries, write_bytes_atomic
-from insightface_paddle.folders import folder_for_output
 
 from ..errors import ArcFaceError
 from .convert_common import copy_verification_sets, read_listed_image, verification_sets
@@ -51,9 +50,7 @@ def images_to_packed(image_dir: str | os.PathLike[str], bin_dir: str | os.PathLi
         raise ArcFaceError(f"{label_path}: no images listed")
     check_unique_paths((relative for relative, _ in entries), str(label_path))
     _check_output_folder(bin_dir)
-    # a folder made here is removed again if packing fails before anything is in it
-    with folder_for_output(Path(bin_dir), "--bin_path"), \
-            PackedWriter(bin_dir, max_shard_bytes) as writer:
+    with PackedWriter(bin_dir, max_shard_bytes) as writer:
         for relative, label in tqdm(entries, unit="img", desc="images -> packed",
                                     disable=not progress):
             writer.add(read_listed_image(image_dir / relative, label_path), label, relative)
