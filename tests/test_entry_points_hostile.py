@@ -7,8 +7,9 @@ expected, a file where a folder is expected, and an output nothing can be writte
 under a regular file; under /sys as root, where permission bits stop nothing, or in a folder
 without write permission otherwise). Each must end with exit status 1 (non-zero for a shell
 script), exactly one line on stderr, `error: ...` naming the path or flag, no traceback, nothing
-written at the output path, and no model run or long work before it: the valid inputs beside a
-bad output are real (the published MobileFace, all of LFW), so a late check would take minutes.
+written at the output path, and no model run or long work before it: where the work takes long
+(validation, the import of the published weights) the valid inputs beside a bad output are the
+real ones (the published MobileFace, all of LFW), so a check made after it would take minutes.
 
 The tools' whole matrix runs in this process through `run_main`, as their `__main__` does (no
 interpreter and Paddle start per case); a case of each tool also runs as a real process, where
