@@ -22,6 +22,7 @@ warnings.filterwarnings("ignore", message="When training, we now always track gl
                         category=UserWarning)
 
 from insightface_paddle.errors import InsightFaceError  # noqa: E402
+from insightface_paddle.native_stderr import silence_native_stderr  # noqa: E402
 
 from .errors import ArcFaceError  # noqa: E402
 
@@ -35,8 +36,15 @@ def show_progress() -> bool:
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None],
-             argv: Sequence[str] | None = None) -> NoReturn:
-    """Call `main(argv)` and exit with its code; user errors print `error: <message>`, exit 1."""
+             argv: Sequence[str] | None = None, native_stderr: bool = False) -> NoReturn:
+    """Call `main(argv)` and exit with its code; user errors print `error: <message>`, exit 1.
+
+    For the process's own command line (`argv` None), native libraries' stray lines on stderr
+    (libpng's "IDAT: CRC error", Paddle's glog warnings) are kept off it as the runtime CLI
+    does (`insightface_paddle.native_stderr`), unless asked to keep them (`native_stderr=True`:
+    training, whose ranks' logs should hold a C++ crash report)."""
+    if argv is None and not native_stderr:
+        silence_native_stderr()
     try:
         code = main(argv)
     except USER_ERRORS as exc:

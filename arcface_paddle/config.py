@@ -22,6 +22,8 @@ from typing import Any
 
 from prettytable import PrettyTable
 
+from insightface_paddle.fileio import output_folder_problem
+
 from .errors import ArcFaceError
 from .lr import DECAYS, TRAIN_UNITS
 
@@ -312,6 +314,26 @@ def config_from_argv(argv: Sequence[str]) -> Config:
     return load_config(config_file, overrides)
 
 
+def check_paths(config: Config) -> None:
+    """What a run reads and writes, checked before any data, model or rank starts and without
+    creating anything: the data folder holds a dataset or the label file can be read (unless
+    the data is synthetic), and the output folder can be made and written in."""
+    from .data.datasets import detect_format
+
+    if config.data_format != "synthetic":
+        detect_format(config.data_dir, config.label_file)
+        if config.label_file is not None:
+            try:
+                with open(config.label_file, "rb"):
+                    pass
+            except OSError as exc:
+                raise ArcFaceError(f"--label_file {config.label_file}: cannot read "
+                                   f"({exc.strerror or exc})") from None
+    problem = output_folder_problem(config.output)
+    if problem is not None:
+        raise ArcFaceError(f"--output {problem}")
+
+
 def _shown(value: Any) -> Any:
     return ", ".join(map(str, value)) if isinstance(value, tuple) else value
 
@@ -347,8 +369,9 @@ def help_table(config: Config) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m arcface_paddle.config KEY [--config_file F] [--key value ...]` prints the
-    resolved value of KEY after every check: how shell scripts learn, say, the run's output
-    folder, and refuse a bad flag once, before launching any rank."""
+    resolved value of KEY after every check, the paths' too (`check_paths`): how shell scripts
+    learn, say, the run's output folder, and refuse a bad flag, a missing data folder or an
+    unwritable output once, before launching any rank."""
     import sys
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -358,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_from_argv(argv[1:])
     if argv[0] not in config:
         raise _unknown(argv[0], {k: "" for k in config}, "python -m arcface_paddle.config")
+    check_paths(config)
     print(_shown(config[argv[0]]))
     return 0
 

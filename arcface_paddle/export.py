@@ -15,11 +15,12 @@ real faces through the weights in dynamic mode and through every exported model)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ import numpy as np
 import paddle
 
 from insightface_paddle.errors import InsightFaceError
-from insightface_paddle.fileio import atomic_open, sha256_file
+from insightface_paddle.fileio import atomic_open, output_folder_problem, sha256_file
+from insightface_paddle.folders import folder_for_output
 from insightface_paddle.predictor import META_FILE, META_FORMAT_VERSION, PredictorOptions
 from insightface_paddle.recognition import FACE_NORMALIZATION, INPUT_SIZE, FaceEmbedder
 
@@ -203,16 +205,8 @@ def export_weights(arrays: Mapping[str, np.ndarray], backbone: str, embedding_si
                    export_type: str = "paddle", source: str = "") -> ParityReport:
     """Export into `output_dir` (created; model files replaced) and verify on `check_faces`
     (preprocessed [N, 3, 112, 112]) -> the parity report; raises if any model disagrees,
-    leaving `output_dir` untouched."""
-    output = Path(output_dir)
-    if output.exists() and not output.is_dir():
-        raise ArcFaceError(f"--output_dir {output}: is a file")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".export.", dir=output))
-    except OSError as exc:
-        raise ArcFaceError(f"--output_dir {output}: cannot write ({exc.strerror})") from None
-    try:
+    leaving `output_dir` untouched (a folder it had to create is removed again)."""
+    with _staging_folder(output_dir) as (output, staging):
         layer = fresh_backbone(backbone, embedding_size, arrays, source or "weights")
         write_model_folder(layer, staging, backbone, embedding_size, export_type, source=source)
         with paddle.no_grad():
@@ -227,8 +221,28 @@ def export_weights(arrays: Mapping[str, np.ndarray], backbone: str, embedding_si
             elif name != META_FILE:
                 (output / name).unlink(missing_ok=True)  # a stale file of another export type
         return report
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_output_dir(output_dir: str | os.PathLike[str]) -> None:
+    """Refuse an `--output_dir` nothing can be written in, before any model is read."""
+    problem = output_folder_problem(output_dir)
+    if problem is not None:
+        raise ArcFaceError(f"--output_dir {problem}")
+
+
+@contextlib.contextmanager
+def _staging_folder(output_dir: str | os.PathLike[str]) -> Iterator[tuple[Path, Path]]:
+    """(the output folder, made if missing; a temporary folder inside it) for the block. The
+    temporary folder is always removed; the output folder too when the block put nothing in a
+    folder it had to create."""
+    output = Path(output_dir)
+    check_output_dir(output)
+    with folder_for_output(output, "--output_dir"):
+        staging = Path(tempfile.mkdtemp(prefix=".export.", dir=output))
+        try:
+            yield output, staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 #: faces embedded by the self-check
@@ -280,6 +294,7 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output_dir: str | os.P
     if export_type not in EXPORT_TYPES:
         raise ArcFaceError(f"--export_type {export_type!r}: expected one of "
                            f"{', '.join(EXPORT_TYPES)}")
+    check_output_dir(output_dir)
     arrays, backbone, embedding_size, path = load_backbone_weights(checkpoint, backbone,
                                                                     embedding_size)
     faces, described = check_faces_from(check_data)
@@ -292,22 +307,18 @@ def convert_model_folder(model_dir: str | os.PathLike[str], output_dir: str | os
                          check_data: str | os.PathLike[str] | None = None
                          ) -> tuple[ParityReport, str]:
     """A Paddle inference folder (e.g. the published MobileFace) -> `output_dir`/model.onnx +
-    model_meta.json, checked against the Paddle model on the same faces."""
+    model_meta.json, checked against the Paddle model on the same faces (read, like the output
+    folder, before the conversion starts)."""
+    check_output_dir(output_dir)
     source = Path(model_dir)
     try:
         paddle_model = FaceEmbedder.from_folder(source, options=PredictorOptions(
             backend="paddle"))
     except InsightFaceError as exc:
         raise ArcFaceError(f"--model_dir: {exc}") from None
-    output = Path(output_dir)
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".export.", dir=output))
-    except OSError as exc:
-        raise ArcFaceError(f"--output_dir {output}: cannot write ({exc.strerror})") from None
-    try:
+    faces, described = check_faces_from(check_data)
+    with _staging_folder(output_dir) as (output, staging):
         convert_to_onnx(source, staging / ONNX_FILE)
-        faces, described = check_faces_from(check_data)
         report = check_parity(paddle_model.run(faces), faces, {
             "onnx": FaceEmbedder.from_folder(staging, options=PredictorOptions(backend="onnx"))})
         if not report.passed:
@@ -322,5 +333,3 @@ def convert_model_folder(model_dir: str | os.PathLike[str], output_dir: str | os
         for name in (ONNX_FILE, META_FILE):
             os.replace(staging / name, output / name)
         return report, described
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

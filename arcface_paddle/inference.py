@@ -7,6 +7,7 @@ so the embeddings are those `insightfacepaddle` would compute.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from insightface_paddle.errors import InsightFaceError
-from insightface_paddle.fileio import atomic_open, atomic_path
+from insightface_paddle.fileio import atomic_open, atomic_path, output_folder_problem
 from insightface_paddle.media import list_images, read_image
 from insightface_paddle.predictor import PredictorOptions
 from insightface_paddle.recognition import FaceEmbedder, crop_face, l2_normalize
@@ -50,6 +51,8 @@ def load_model(export_type: str, model_dir: str | None = None, model_file: str |
 
 
 def image_files(image_path: str) -> list[Path]:
+    """The images of `--image_path`, checked before any model loads: a folder must hold
+    images (a bad one among them is reported and skipped later), a single file must decode."""
     path = Path(image_path)
     if path.is_dir():
         files = list_images(path)
@@ -58,7 +61,18 @@ def image_files(image_path: str) -> list[Path]:
         return files
     if not path.is_file():
         raise ArcFaceError(f"--image_path {path}: no such file or folder")
+    try:
+        read_image(path)
+    except InsightFaceError as exc:
+        raise ArcFaceError(f"--image_path {exc}") from None
     return [path]
+
+
+def check_output(output: str | os.PathLike[str]) -> None:
+    """Refuse an `--output` folder nothing can be written in, before any model loads."""
+    problem = output_folder_problem(output)
+    if problem is not None:
+        raise ArcFaceError(f"--output {problem}")
 
 
 def faces_of(files: Sequence[Path], detect: bool, det_model: str = "BlazeFace",

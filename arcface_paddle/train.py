@@ -33,14 +33,14 @@ from .checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from .config import Config, config_from_argv, config_table, help_table
+from .config import Config, check_paths, config_from_argv, config_table, help_table
 from .data.datasets import FaceDataset, GlobalBatchSampler, build_loader, open_reader
 from .engine.dynamic import build_dynamic_step
 from .engine.static import build_static_step
 from .engine.step import TrainStep
 from .errors import ArcFaceError
 from .heads.partial_fc import PartialFC, SampledMomentum
-from .logging import TrainLogger, prepare_output
+from .logging import TrainLogger
 from .lr import LRSchedule, ScheduledLR, build_schedule
 
 
@@ -141,7 +141,9 @@ def build_train_step(config: Config, schedule: LRSchedule, start_step: int = 0,
 
 def train(config: Config) -> TrainSummary:
     """Run (or resume) training as this process's rank; returns what happened."""
-    prepare_output(config.output)
+    # the output folder is made by the logger once everything before the first step has
+    # passed: a bad path, checkpoint or validation set leaves no empty folder behind
+    check_paths(config)
     rank, world_size = distributed.init_distributed()
     is_main = rank == 0
     say = print if is_main else (lambda message: None)

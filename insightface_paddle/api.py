@@ -207,8 +207,9 @@ class InsightFace:
         entries, hashes = skip_known_photos(entries, index)
         chunk = embedder.max_batch_size
         parts = []
-        bar = tqdm(total=len(entries), desc="index", unit="photo", disable=not progress,
-                   file=sys.stderr)
+        # disable=None: a bar on a terminal only, not in a pipe or a log
+        bar = tqdm(total=len(entries), desc="index", unit="photo",
+                   disable=None if progress else True, file=sys.stderr)
         with bar:
             for start in range(0, len(entries), chunk):
                 part = entries[start:start + chunk]

@@ -157,29 +157,39 @@ def remove_temporaries(folder: str | os.PathLike[str]) -> int:
 
 
 def output_file_problem(path: str | os.PathLike[str]) -> str | None:
-    """Why a file cannot be written at `path` (a folder there, a parent that is a file, an
-    unwritable folder), or None; checked before long work so it fails at once."""
+    """Why a file cannot be written at `path` (a folder there, a parent that is a file, a
+    folder that refuses writes), or None; checked before long work so it fails at once.
+    Nothing is created: missing parent folders are made only when the file is written."""
     target = Path(path)
     if target.is_dir():
         return f"{target}: is a folder, expected a file name"
     parent = _existing_ancestor(target.parent)
     if not parent.is_dir():
         return f"{target}: {parent} is not a folder"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"{target}: cannot write in {parent} (permission denied)"
-    return None
+    return _unwritable(target, parent)
 
 
 def output_folder_problem(path: str | os.PathLike[str]) -> str | None:
-    """Why files cannot be written under the folder `path` (a file there, an unwritable
-    folder), or None."""
+    """Why files cannot be written under the folder `path` (a file there or in its place, a
+    folder that refuses writes), or None. Nothing is created."""
     target = Path(path)
     existing = _existing_ancestor(target)
     if not existing.is_dir():
         where = "is a file" if existing == target else f"{existing} is not a folder"
         return f"{target}: {where}, expected a folder"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{target}: cannot write in {existing} (permission denied)"
+    return _unwritable(target, existing)
+
+
+def _unwritable(target: Path, folder: Path) -> str | None:
+    """Why no file can be made in `folder` (the nearest existing folder of `target`), or None.
+
+    A file is really made (and vanishes on close): `os.access` says yes to root on /proc,
+    /sys and other places that refuse every write."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"{target}: cannot write there ({folder}: {exc.strerror or exc})"
     return None
 
 

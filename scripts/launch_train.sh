@@ -27,7 +27,8 @@ fi
 export GLOG_minloglevel="${GLOG_minloglevel:-2}"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore:No ccache found:UserWarning}"
 
-# resolve the config once before launching: a bad flag is one line here rather than one per
+# resolve the config once before launching: a bad flag or path (a missing data folder, an
+# output that cannot be written) is one line here rather than the launcher's report of a failed
 # rank, and the run's output folder (which holds the launcher's logs too) is known
 OUTPUT="$(python -m arcface_paddle.config output --config_file "$CONFIG" --is_static "$IS_STATIC" "$@")"
 LOG_DIR="${LOG_DIR:-$OUTPUT/launch_log}"

@@ -192,17 +192,25 @@ def test_bad_values_in_a_job_file_name_the_file(tmp_path):
         load_config(None).replace(lr=float("nan"))
 
 
-def test_scripts_ask_for_resolved_values(capsys):
+def test_scripts_ask_for_resolved_values(capsys, tmp_path):
     """`python -m arcface_paddle.config KEY ...`: what scripts/train_dynamic.sh uses to find
-    the run's output folder (and to refuse bad flags before launching ranks)."""
-    assert config_main(["output", "--config_file", str(CONFIGS / "tiny_cpu.py")]) == 0
+    the run's output folder (and to refuse bad flags and paths before launching ranks)."""
+    tiny = ["--config_file", str(CONFIGS / "tiny_cpu.py")]
+    assert config_main(["output", *tiny]) == 0
     assert capsys.readouterr().out == "./output/tiny_cpu\n"
-    assert config_main(["output", "--output", "runs/x"]) == 0
+    assert config_main(["output", *tiny, "--output", "runs/x"]) == 0
     assert capsys.readouterr().out == "runs/x\n"
     with pytest.raises(ArcFaceError, match="unknown key 'outptu'"):
         config_main(["outptu"])
     with pytest.raises(ArcFaceError, match="--batch_size must be"):
         config_main(["output", "--batch_size", "0"])
+    with pytest.raises(ArcFaceError, match=r"--data_dir .*nowhere: no such folder"):
+        config_main(["output", *tiny, "--data_dir", str(tmp_path / "nowhere")])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArcFaceError, match=r"--output .*file/run: .*file is not a folder"):
+        config_main(["output", *tiny, "--output", str(tmp_path / "file" / "run")])
+    assert not (tmp_path / "nowhere").exists() and sorted(tmp_path.iterdir()) == [
+        tmp_path / "file"]  # nothing made
 
 
 def test_a_data_folder_on_the_command_line_replaces_a_job_files_synthetic_data():

@@ -42,6 +42,26 @@ def test_tampered_or_foreign_files_are_refused(shared, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_tool_says_only_what_it_wrote_and_replaces_only_its_own_folder(shared, tmp_path):
+    """Paddle's tracing warnings and glog lines stay off stderr; an existing folder is replaced
+    (whole) only when it holds an earlier conversion, never a folder of other files."""
+    out = tmp_path / "keypoints"
+    result = subprocess.run([sys.executable, str(REPO / "tools/convert_mediapipe_face.py"),
+                             "--source", str(shared(MEDIAPIPE_FACE)), "--output", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith(f"wrote {out}: BlazeFaceKeypoints")
+    first = json.loads((out / "model_meta.json").read_text())
+    conversion.convert_mediapipe_face(out, shared(MEDIAPIPE_FACE))  # its own: made again
+    assert json.loads((out / "model_meta.json").read_text()) == first
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ArcFaceError, match="not a BlazeFaceKeypoints model folder"):
+        conversion.convert_mediapipe_face(mine, shared(MEDIAPIPE_FACE))
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
 def test_structure_is_checked_beyond_the_digest(shared, tmp_path):
     graph = conversion.read_tflite(shared(MEDIAPIPE_FACE))
     conversion.build_from_tflite(shared(MEDIAPIPE_FACE))  # the real file passes

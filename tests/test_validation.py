@@ -197,6 +197,7 @@ def test_validation_plots_one_roc_image_per_set(tiny_weights, small_set, tmp_pat
                       f"{small_set},{small_set.parent / 'synth.bin'}", "--plot",
                       str(tmp_path / "roc"), "--batch_size", "40")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "embedding" not in result.stderr and "batch/s" not in result.stderr  # no bar in a pipe
     image = cv2.imread(str(tmp_path / "roc" / "roc_synth.png"))
     assert image is not None and image.shape[0] > 100
 

@@ -16,4 +16,4 @@ from arcface_paddle.command import run_main
 from arcface_paddle.train import main
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, native_stderr=True)

@@ -46,6 +46,8 @@ def images_to_packed(image_dir: str | os.PathLike[str], bin_dir: str | os.PathLi
     image_dir = Path(image_dir)
     label_path = image_dir / LABEL_FILE
     entries = read_label_file(label_path)
+    if not entries:  # an empty packed folder is no dataset: say so rather than write one
+        raise ArcFaceError(f"{label_path}: no images listed")
     check_unique_paths((relative for relative, _ in entries), str(label_path))
     _check_output_folder(bin_dir)
     with PackedWriter(bin_dir, max_shard_bytes) as writer:

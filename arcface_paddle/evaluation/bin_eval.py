@@ -110,7 +110,8 @@ def embed_views(model: ModelLike, images: Sequence[bytes], batch_size: int = 64,
     embedder = as_embedder(model)
     plain, mirrored = [], []
     for start in tqdm(range(0, len(images), batch_size), desc=f"embedding {name}",
-                      unit="batch", leave=False, disable=not progress):
+                      unit="batch", leave=False,
+                      disable=None if progress else True):  # None: only on a terminal
         stop = min(start + batch_size, len(images))
         faces = [decode_rgb(images[i], f"{name} image {i}") for i in range(start, stop)]
         batch = preprocess_faces(faces, embedder.normalization, embedder.input_size)

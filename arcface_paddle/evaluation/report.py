@@ -10,7 +10,7 @@ from typing import Any
 
 from prettytable import PrettyTable
 
-from insightface_paddle.fileio import atomic_open
+from insightface_paddle.fileio import atomic_open, output_file_problem, output_folder_problem
 
 from ..errors import ArcFaceError
 from .bin_eval import SetReport
@@ -46,8 +46,22 @@ def write_json(path: str | os.PathLike[str], document: dict[str, Any]) -> None:
         raise ArcFaceError(f"--json {path}: cannot write ({exc.strerror})") from None
 
 
-def plot_roc(reports: Sequence[SetReport], folder: str | os.PathLike[str]) -> list[Path]:
-    """One `roc_<set>.png` per set in `folder` (FAR on a log axis) -> the files written."""
+def check_report_paths(json_path: str | os.PathLike[str] | None,
+                       plot_dir: str | os.PathLike[str] | None) -> None:
+    """Refuse a `--json` file or `--plot` folder that cannot be written (or plots without
+    matplotlib) before any set is read or model loaded, not after the evaluation."""
+    if json_path:
+        problem = output_file_problem(json_path)
+        if problem is not None:
+            raise ArcFaceError(f"--json {problem}")
+    if plot_dir:
+        problem = output_folder_problem(plot_dir)
+        if problem is not None:
+            raise ArcFaceError(f"--plot {problem}")
+        _pyplot()
+
+
+def _pyplot() -> Any:
     try:
         import matplotlib
 
@@ -55,6 +69,12 @@ def plot_roc(reports: Sequence[SetReport], folder: str | os.PathLike[str]) -> li
         import matplotlib.pyplot as plt
     except ImportError:
         raise ArcFaceError("--plot needs matplotlib (pip install matplotlib==3.11.2)") from None
+    return plt
+
+
+def plot_roc(reports: Sequence[SetReport], folder: str | os.PathLike[str]) -> list[Path]:
+    """One `roc_<set>.png` per set in `folder` (FAR on a log axis) -> the files written."""
+    plt = _pyplot()
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from ..data.verification_bin import VerificationSet, load_verification_bin
 from ..errors import ArcFaceError
 from .bin_eval import Embedder, SetReport, evaluate_sets
 from .engines import checkpoint_embedder, model_embedder
-from .report import plot_roc, report_table, reports_json, write_json
+from .report import check_report_paths, plot_roc, report_table, reports_json, write_json
 
 #: the insightface verification sets, found as <data_dir>/<name>.bin
 KNOWN_TARGETS = ("lfw", "cfp_fp", "cfp_ff", "agedb_30", "calfw", "cplfw", "vgg2_fp")
@@ -25,14 +25,16 @@ def resolve_target(target: str, data_dir: str | os.PathLike[str] | None) -> Path
     as_path = Path(target)
     if as_path.suffix == ".bin" or os.sep in target:
         if not as_path.is_file():
-            raise ArcFaceError(f"--val_targets {target}: no such file")
+            why = "is a folder, expected a .bin file" if as_path.is_dir() else "no such file"
+            raise ArcFaceError(f"--val_targets {target}: {why}")
         return as_path
     if data_dir is None:
         raise ArcFaceError(f"--val_targets {target}: give --data_dir, the folder holding "
                            f"{target}.bin")
     folder = Path(data_dir)
     if not folder.is_dir():
-        raise ArcFaceError(f"--data_dir {folder}: no such folder")
+        why = "is not a folder" if folder.exists() else "no such folder"
+        raise ArcFaceError(f"--data_dir {folder}: {why}")
     path = folder / f"{target}.bin"
     if not path.is_file():
         present = sorted(p.stem for p in folder.glob("*.bin"))
@@ -79,9 +81,11 @@ def run_validation(targets: Sequence[str], data_dir: str | None = None,
                    batch_size: int = 64, engine: str = "inference", flip: bool = True,
                    json_path: str | None = None, plot_dir: str | None = None,
                    options: PredictorOptions | None = None) -> ValidationRun:
-    """Load the sets (all of them checked first), the model, score, write JSON/plots."""
+    """Load the sets (all of them checked first), the model, score, write JSON/plots; the
+    JSON and plot paths are checked before anything is read."""
     if batch_size < 1:
         raise ArcFaceError(f"--batch_size must be positive, got {batch_size}")
+    check_report_paths(json_path, plot_dir)
     sets = load_targets(targets, data_dir)
     embedder, model = build_embedder(model_dir, checkpoint_dir, backbone, embedding_size,
                                      engine, options or PredictorOptions())

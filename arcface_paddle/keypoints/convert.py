@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import paddle
 
-from insightface_paddle.fileio import sha256_file
+from insightface_paddle.fileio import output_folder_problem, sha256_file
 
 from ..errors import ArcFaceError
 from .blazeface_short import BLOCKS, HEADS, INPUT_SIZE, REGRESSORS, BlazeFaceShortRange
@@ -172,8 +173,11 @@ def save_inference_model(model: BlazeFaceShortRange, folder: Path, meta: dict[st
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         spec = [paddle.static.InputSpec([None, 3, INPUT_SIZE, INPUT_SIZE], "float32", "image")]
-        static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
-        paddle.jit.save(static, str(staging / "inference"), input_spec=spec)
+        with warnings.catch_warnings():
+            # Paddle's own tracing asks each padded tensor for its device, once per block
+            warnings.filterwarnings("ignore", message="Tensor do not have 'place'")
+            static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+            paddle.jit.save(static, str(staging / "inference"), input_spec=spec)
         (staging / "model_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         if licence is not None and licence.is_file():
             shutil.copyfile(licence, staging / "LICENSE")
@@ -188,11 +192,35 @@ def save_inference_model(model: BlazeFaceShortRange, folder: Path, meta: dict[st
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def check_output(output: Path) -> None:
+    """Refuse, before any download or conversion, an `output` the model folder cannot replace:
+    a file, a folder holding anything but an earlier conversion (it is replaced whole), or a
+    place where nothing can be written (the folder is staged beside it)."""
+    problem = output_folder_problem(output)
+    if problem is None and output.is_dir():
+        problem = output_folder_problem(output.parent)
+    if problem is not None:
+        raise ArcFaceError(f"--output {problem}")
+    if output.is_dir() and any(output.iterdir()) and not _is_conversion(output):
+        raise ArcFaceError(f"--output {output}: a folder that is not a {MODEL_NAME} model "
+                           "folder; the conversion would replace it whole, choose a new folder")
+
+
+def _is_conversion(folder: Path) -> bool:
+    """Whether `folder` holds a model folder this converter wrote."""
+    try:
+        meta = json.loads((folder / "model_meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("name") == MODEL_NAME
+
+
 def convert_mediapipe_face(output: str | os.PathLike[str],
                            source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Convert `source` (None: fetch the mediapipe wheel) into the model folder `output`;
-    returns the metadata written."""
+    returns the metadata written. `output` is checked first (`check_output`)."""
     output = Path(output)
+    check_output(output)
     with tempfile.TemporaryDirectory(prefix="mediapipe_face.") as workdir:
         path = Path(source) if source is not None else fetch_from_wheel(Path(workdir))
         digest = check_source(path)

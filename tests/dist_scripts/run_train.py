@@ -11,4 +11,4 @@ from dist_scripts import tiny_backbones
 
 if __name__ == "__main__":
     tiny_backbones.register()
-    run_main(main)
+    run_main(main, native_stderr=True)  # as tools/train.py
