@@ -72,6 +72,37 @@ def save_paddle_inference(layer: paddle.nn.Layer, folder: Path,
             raise ArcFaceError(f"{folder}: paddle.jit.save wrote no {name}")
 
 
+def translatable_legacy_graph(pdmodel: Path, params: Path, scratch: Path) -> tuple[Path, Path]:
+    """A legacy `.pdmodel` as Paddle's translator to PIR (which paddle2onnx runs first) accepts
+    it -> (graph, params): a patched copy in `scratch` beside a link to the weights (the
+    translator reads them from the graph's folder), or the files themselves when the graph
+    needs nothing.
+
+    `prelu` ops saved by Paddle before 2.3 (the published MobileFace's) carry no `data_format`;
+    PIR's prelu requires one and the translation fails. The old op's only layout was NCHW, so
+    that is filled in; nothing else changes."""
+    from paddle.base.proto import framework_pb2
+
+    program = framework_pb2.ProgramDesc()
+    try:
+        program.ParseFromString(pdmodel.read_bytes())
+    except Exception as exc:
+        raise ArcFaceError(f"{pdmodel}: not a Paddle program ({exc})") from None
+    patched = 0
+    for block in program.blocks:
+        for op in block.ops:
+            if op.type == "prelu" and not any(a.name == "data_format" for a in op.attrs):
+                attr = op.attrs.add()
+                attr.name, attr.type, attr.s = "data_format", framework_pb2.STRING, "NCHW"
+                patched += 1
+    if not patched:
+        return pdmodel, params
+    copy = scratch / pdmodel.name
+    copy.write_bytes(program.SerializeToString())
+    (scratch / params.name).symlink_to(params.resolve())
+    return copy, scratch / params.name
+
+
 def convert_to_onnx(folder: Path, target: Path, opset: int = ONNX_OPSET) -> None:
     """The Paddle model in `folder` (inference.json, or a legacy inference.pdmodel, with
     inference.pdiparams) -> `target` ONNX bytes through paddle2onnx.
@@ -90,15 +121,18 @@ def convert_to_onnx(folder: Path, target: Path, opset: int = ONNX_OPSET) -> None
     if graph is None or not params.is_file():
         raise ArcFaceError(f"{folder}: no Paddle model to convert (inference.json or "
                            "inference.pdmodel with inference.pdiparams)")
-    try:
-        model = paddle2onnx.export(str(graph), str(params), save_file=None,
-                                   opset_version=opset, enable_onnx_checker=True,
-                                   optimize_tool=None)
-    except (Exception, SystemExit) as exc:  # paddle2onnx logs the cause, then exits
-        hint = (" (legacy .pdmodel graphs may not translate; export the weights from a "
-                "checkpoint instead)") if graph.suffix == ".pdmodel" else ""
-        raise ArcFaceError(f"{folder}: ONNX conversion failed ({exc or 'see the log above'})"
-                           f"{hint}") from None
+    with tempfile.TemporaryDirectory(prefix="legacy_graph_") as scratch:
+        if graph.suffix == ".pdmodel":
+            graph, params = translatable_legacy_graph(graph, params, Path(scratch))
+        try:
+            model = paddle2onnx.export(str(graph), str(params), save_file=None,
+                                       opset_version=opset, enable_onnx_checker=True,
+                                       optimize_tool=None)
+        except (Exception, SystemExit) as exc:  # paddle2onnx logs the cause, then exits
+            hint = (" (legacy .pdmodel graphs may not translate; export the weights from a "
+                    "checkpoint instead)") if graph.suffix == ".pdmodel" else ""
+            raise ArcFaceError(f"{folder}: ONNX conversion failed "
+                               f"({exc or 'see the log above'}){hint}") from None
     if not isinstance(model, (bytes, bytearray)) or not model:
         raise ArcFaceError(f"{folder}: ONNX conversion produced no model")
     with atomic_open(target, "wb") as handle:

@@ -168,18 +168,22 @@ def test_demo_script_offline_names_everything_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_script_downloads_the_photos_and_runs(server, model_home, tmp_path):
-    """No local photos: demo.sh fetches them into the model home, then indexes and recognises."""
+def test_demo_preparation_downloads_the_photos(server, model_home, tmp_path):
+    """No local photos: the step demo.sh starts with (tools/prepare_demo.py, called as the
+    script calls it) fetches them into the model home and names that folder; what demo.sh does
+    with the folder it is given is tests/test_runtime_cli.py::test_quick_start_demo_script."""
     home = tmp_path / "home"
     home.mkdir()
     for entry in model_home.iterdir():  # the models (and the keypoint model) are there
         (home / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
     env = _demo_env(tmp_path, INSIGHTFACE_PADDLE_HOME=str(home),
                     **{demo_photos.URL_ENV: server.base})
-    result = subprocess.run(["sh", str(REPO / "scripts" / "demo.sh")], env=env, cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "prepare_demo.py"), "--shared",
+                             env["INSIGHTFACE_PADDLE_SHARED"], "--work", str(tmp_path / "work")],
+                            env=env, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| friends")]
-    assert len(rows) == 12 and sum("unknown" in row for row in rows) == 0
+    photos, keypoints = result.stdout.splitlines()
+    assert Path(photos) == home / "demo" / "friends"
+    assert Path(keypoints).parent == home
     assert demo_photos.stale_files(home / "demo" / "friends") == []
     assert len(server.requests) == 249

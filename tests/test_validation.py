@@ -28,7 +28,7 @@ from arcface_paddle.evaluation.bin_eval import (
     rank_slice,
 )
 from arcface_paddle.evaluation.engines import checkpoint_embedder
-from arcface_paddle.export import export_checkpoint
+from arcface_paddle.export import convert_model_folder, export_checkpoint
 from arcface_paddle.weights import layer_arrays, save_weights
 from dist_scripts import tiny_backbones
 from dist_scripts.launching import clean_env
@@ -332,3 +332,18 @@ def test_the_scripts_export_validate_and_embed(small_set, tmp_path):
     assert "synth" in script("validation_static.sh").stdout
     script("inference.sh", "--output", str(tmp_path / "emb"))
     assert np.load(tmp_path / "emb" / "embeddings.npy").shape == (1, 32)
+
+
+@pytest.mark.slow
+def test_the_published_legacy_mobileface_converts_to_onnx(shared, tmp_path):
+    """Its prelu ops predate `data_format`, which the translation to PIR requires: the export
+    fills in the old default, and the ONNX model embeds real faces as the original does."""
+    out = tmp_path / "mobileface_onnx"
+    report, checked = convert_model_folder(shared("models/mobileface_v1.0_infer"), out,
+                                           shared("data/lfw.bin"))
+    assert report.passed and "lfw.bin" in checked
+    max_diff, min_cosine = report.engines["onnx"]
+    assert max_diff < 1e-4 and min_cosine >= 0.99999
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model_meta.json"]
+    meta = json.loads((out / "model_meta.json").read_text())
+    assert meta["embedding_size"] == 128 and meta["input"]["channel_order"].lower() == "rgb"
