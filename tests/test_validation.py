@@ -185,7 +185,10 @@ def test_export_writes_a_checked_model_folder_without_running_pip(tiny_weights, 
                           "--batch_size", "16", "--json", str(json_path))
         assert result.returncode == 0, result.stderr[-2000:]
         assert "TAR@FAR=0.001" in result.stdout and "XNorm" in result.stdout
-        results[label] = json.loads(json_path.read_text())["sets"]["synth"]
+        written = json.loads(json_path.read_text())
+        results[label] = written["sets"]["synth"]
+        if label == "onnx":  # a file of the export folder: the folder's metadata applies
+            assert written["model"]["name"] == "TinyFaceNet"
     for label in ("paddle", "onnx"):
         assert results[label]["accuracy"] == results["checkpoint"]["accuracy"]
         assert results[label]["xnorm"] == pytest.approx(results["checkpoint"]["xnorm"],

@@ -20,9 +20,11 @@ import numpy as np
 
 from insightface_paddle.errors import InsightFaceError
 from insightface_paddle.predictor import (
+    META_FILE,
     OnnxPredictor,
     PaddlePredictor,
     PredictorOptions,
+    model_files,
 )
 from insightface_paddle.recognition import FaceEmbedder
 
@@ -68,6 +70,12 @@ def model_embedder(model: str | os.PathLike[str], options: PredictorOptions | No
         return FaceEmbedder.from_folder(path, options=options, **kwargs)
     if not path.is_file():
         raise InsightFaceError(f"{path}: no such model folder or file")
+    backend = "onnx" if path.suffix == ".onnx" else "paddle"
+    if params is None and (path.parent / META_FILE).is_file() and model_files(
+            path.parent, backend)[1] == path:
+        # a file of an export folder: the folder's metadata (preprocessing, name) applies
+        return FaceEmbedder.from_folder(path.parent, options=replace(options, backend=backend),
+                                        **kwargs)
     if path.suffix == ".onnx":
         return FaceEmbedder(OnnxPredictor(path, options), path.stem, **kwargs)
     if path.suffix not in (".json", ".pdmodel"):
