@@ -9,6 +9,7 @@ paths, not a bug.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import warnings
@@ -27,6 +28,23 @@ from insightface_paddle.native_stderr import silence_native_stderr  # noqa: E402
 from .errors import ArcFaceError  # noqa: E402
 
 USER_ERRORS = (ArcFaceError, InsightFaceError)
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """The original toolkit's flags naming a training checkpoint, shared by validation and
+    export: --is_static, --backbone, --embedding_size, --checkpoint_dir."""
+    from insightface_paddle.cli import str2bool
+
+    parser.add_argument("--is_static", type=str2bool, default=False,
+                        help="the checkpoint comes from static-graph training (both graph "
+                             "modes write the same checkpoint format)")
+    parser.add_argument("--backbone", default=None,
+                        help="backbone the checkpoint holds (default: what it says)")
+    parser.add_argument("--embedding_size", type=int, default=None,
+                        help="its embedding size (default: what the checkpoint says)")
+    parser.add_argument("--checkpoint_dir", default=None,
+                        help="a training checkpoint folder (step_*), a training output folder "
+                             "(its newest checkpoint) or a weights .npz")
 
 
 def show_progress() -> bool:

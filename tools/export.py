@@ -18,25 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arcface_paddle.command import run_main
+from arcface_paddle.command import add_checkpoint_arguments, run_main
 from arcface_paddle.errors import ArcFaceError
 from arcface_paddle.export import EXPORT_TYPES, convert_model_folder, export_checkpoint
-from insightface_paddle.cli import str2bool
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--is_static", type=str2bool, default=False,
-                        help="the checkpoint comes from static-graph training (both graph "
-                             "modes write the same checkpoint format)")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--export_type", choices=EXPORT_TYPES, default="paddle")
-    parser.add_argument("--backbone", default=None,
-                        help="backbone the checkpoint holds (default: what it says)")
-    parser.add_argument("--embedding_size", type=int, default=None,
-                        help="its embedding size (default: what the checkpoint says)")
-    parser.add_argument("--checkpoint_dir", default=None,
-                        help="a checkpoint folder (step_*), a training output folder (its "
-                             "newest checkpoint) or a weights .npz")
     parser.add_argument("--model_dir", default=None,
                         help="instead of a checkpoint: a Paddle inference folder (e.g. the "
                              "published MobileFace) to convert to ONNX (--export_type onnx)")

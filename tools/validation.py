@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arcface_paddle.command import run_main
+from arcface_paddle.command import add_checkpoint_arguments, run_main
 from arcface_paddle.evaluation.engines import ENGINES
 from arcface_paddle.evaluation.validate import run_validation
 from insightface_paddle.cli import str2bool
@@ -28,16 +28,7 @@ from insightface_paddle.predictor import PredictorOptions
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--is_static", type=str2bool, default=False,
-                        help="the checkpoint comes from static-graph training (both graph "
-                             "modes write the same checkpoint format)")
-    parser.add_argument("--backbone", default=None,
-                        help="backbone the checkpoint holds (default: what it says)")
-    parser.add_argument("--embedding_size", type=int, default=None,
-                        help="its embedding size (default: what the checkpoint says)")
-    parser.add_argument("--checkpoint_dir", default=None,
-                        help="a training checkpoint folder (step_*), a training output folder "
-                             "(its newest checkpoint) or a weights .npz")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--model_dir", default=None,
                         help="an exported model folder (inference.json or legacy "
                              "inference.pdmodel + inference.pdiparams, or model.onnx) or a "
