@@ -27,7 +27,8 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.lfw_raw import read_landmarks
-from insightface_paddle import InsightFace, zoo
+from benchmarks.model_home import use_shared_models
+from insightface_paddle import InsightFace
 from insightface_paddle.detection import box_iou
 from insightface_paddle.media import list_images
 
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, help="a --save file of an earlier run")
     args = parser.parse_args()
     shared = Path(args.shared)
-    os.environ.setdefault(zoo.HOME_ENV, str(shared / "models"))
+    use_shared_models(shared)
     app = InsightFace(rec_model=None)
     landmarks = read_landmarks(shared / "data/lfw_raw")
     earlier = json.loads(args.compare.read_text()) if args.compare else None

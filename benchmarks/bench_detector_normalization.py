@@ -21,6 +21,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.lfw_raw import read_landmarks
+from benchmarks.model_home import use_shared_models
 from insightface_paddle import zoo
 from insightface_paddle.detection import (
     BLAZEFACE_NORMALIZATION,
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--lfw_every", type=int, default=2, help="use every n-th LFW photo")
     args = parser.parse_args()
     shared = Path(args.shared)
-    os.environ.setdefault(zoo.HOME_ENV, str(shared / "models"))
+    use_shared_models(shared)
     folder = zoo.resolve("BlazeFace")
     landmarks = read_landmarks(shared / "data/lfw_raw")
     lfw = sorted(landmarks)[::args.lfw_every]

@@ -29,7 +29,8 @@ from prettytable import PrettyTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from insightface_paddle import InsightFace, zoo
+from benchmarks.model_home import use_shared_models
+from insightface_paddle import InsightFace
 from insightface_paddle.media import read_image
 from insightface_paddle.predictor import PredictorOptions
 from insightface_paddle.recognition import l2_normalize
@@ -67,7 +68,7 @@ def main() -> None:
                         help="predictor threads (default: the runtime's)")
     args = parser.parse_args()
     shared = Path(args.shared)
-    os.environ.setdefault(zoo.HOME_ENV, str(shared / "models"))
+    use_shared_models(shared)
     app = InsightFace(align="none", cpu_threads=args.cpu_threads)
     app.set_index(app.build_index(shared / "demo/friends/gallery", progress=False))
     aligned = InsightFace(align="keypoints", index=app.index, cpu_threads=args.cpu_threads)

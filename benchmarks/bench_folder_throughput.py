@@ -29,7 +29,8 @@ from prettytable import PrettyTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from insightface_paddle import InsightFace, cli, zoo
+from benchmarks.model_home import use_shared_models
+from insightface_paddle import InsightFace, cli
 from insightface_paddle.media import IMAGE_SUFFIXES, InputSource
 from insightface_paddle.report import RunReport, results_table
 from insightface_paddle.runner import predict_source
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     shared = Path(args.shared)
-    os.environ.setdefault(zoo.HOME_ENV, str(shared / "models"))
+    use_shared_models(shared)
 
     with tempfile.TemporaryDirectory() as tmp:
         folders = make_folders(shared, args.images, args.chunk, Path(tmp))

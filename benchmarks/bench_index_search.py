@@ -2,11 +2,12 @@
 
 A random gallery of unit vectors (one identity per 4 entries); queries are noisy copies of
 gallery entries (cosine ~0.89 to their source: near-duplicates), so the right answer is known.
-Measured interleaved, round after round, so a busy machine slows every row alike:
+Measured interleaved, round after round, so a busy machine slows every row alike, each call
+after a short rest (BLAS threads of the previous call would otherwise still be spinning):
 
 - gallery read: the faster of summing the gallery and one bare matrix-vector product with it
-  (one pass over its bytes at memory bandwidth);
-- bare matrix product: `queries @ gallery.T` for a batch, nothing else;
+  (one pass over its bytes at memory bandwidth), the product timed beside every single query;
+- bare matrix product: `queries @ gallery.T` for a batch into a buffer made beforehand;
 - `FaceIndex.search`, exact and approximate, for one query and for a batch (identity grouping,
   top-k by identity and result objects included);
 - load-to-first-answer: `FaceIndex.load` of the saved index plus one approximate query, with
@@ -35,7 +36,13 @@ from insightface_paddle.recognition import ModelSignature
 
 MODEL = ModelSignature("random", "0" * 64, 128)
 
+#: pause before each timed call: BLAS threads keep spinning for a while after a multi-threaded
+#: call and would slow whatever is timed next (the search by up to 1.5x); each call starts at rest
+REST_S = 0.2
+
+
 def timed(fn) -> float:
+    time.sleep(REST_S)
     began = time.perf_counter()
     fn()
     return time.perf_counter() - began
@@ -71,16 +78,19 @@ def main() -> None:
         times.setdefault(name, []).append(seconds / per)
 
     batches = [queries[s:s + args.batch] for s in range(0, args.queries, args.batch)]
+    product = np.empty((args.batch, len(rows)), np.float32)  # the bare product allocates nothing
     for number, batch in enumerate(batches):
         if number < args.rounds:
             record("gallery read (sum)", timed(lambda: rows.sum()))
-            record("gallery read (bare gallery @ q)", timed(lambda b=batch: rows @ b[0]))
-        record(f"bare matrix product, batch {args.batch}", timed(lambda b=batch: b @ rows.T),
-               len(batch))
-        for approximate, name in ((False, "exact"), (True, "approximate")):
-            for query in batch[:4]:  # single queries: 4 per round
+        record(f"bare matrix product, batch {args.batch}",
+               timed(lambda b=batch: np.matmul(b, rows.T, out=product)), len(batch))
+        for query in batch[:4]:  # single queries: 4 per round, each beside a read of the gallery
+            record("gallery read (bare gallery @ q)", timed(lambda q=query: rows @ q))
+            for approximate, name in ((False, "exact"), (True, "approximate")):
                 record(f"{name}, single", timed(
                     lambda q=query, a=approximate: index.search(q[None], MODEL, approximate=a)))
+        for approximate, name in ((False, "exact"), (True, "approximate")):
+            time.sleep(REST_S)
             began = time.perf_counter()
             found[name] += index.search(batch, MODEL, approximate=approximate)
             record(f"{name}, batch {args.batch}", time.perf_counter() - began, len(batch))

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arcface_paddle.evaluation import ten_fold_accuracy
 from benchmarks.lfw_raw import read_landmarks, read_pairs
-from insightface_paddle import InsightFace, zoo
+from benchmarks.model_home import use_shared_models
+from insightface_paddle import InsightFace
 from insightface_paddle.alignment import ARCFACE_TEMPLATE, similarity_transform, warp_to_template
 from insightface_paddle.face_crops import ALIGNED, FALLBACK
 from insightface_paddle.media import read_image
@@ -76,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     shared = Path(args.shared)
     root = shared / "data" / "lfw_raw"
-    os.environ.setdefault(zoo.HOME_ENV, str(shared / "models"))
+    use_shared_models(shared)
     apps = {policy: InsightFace(align=policy) for policy in ("keypoints", "none")}
     embedder = apps["none"].embedder
     assert embedder is not None

@@ -52,7 +52,7 @@ class AnnIndex:
     lists: np.ndarray  # int32 [N], the coarse list of each row
     codes: np.ndarray  # uint8 [N, M / 2], each row's PQ code
     checksum: str  # embeddings_checksum of the rows these codes describe
-    nprobe: int = 48
+    nprobe: int = 64
     _faiss_index: Any = field(default=None, repr=False)
 
     @classmethod

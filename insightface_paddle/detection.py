@@ -14,6 +14,7 @@ one; the passes are merged by non-maximum suppression.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -135,8 +136,9 @@ class FaceDetector:
         self._buffers: dict[tuple[int, int], np.ndarray] = {}
 
     @classmethod
-    def from_folder(cls, folder: Path, options: PredictorOptions | None = None,
+    def from_folder(cls, folder: str | os.PathLike[str], options: PredictorOptions | None = None,
                     **kwargs) -> FaceDetector:
+        folder = Path(folder)
         normalization = normalization_from_infer_cfg(folder) or BLAZEFACE_NORMALIZATION
         options = options or PredictorOptions()
         options = replace(options, delete_passes=options.delete_passes + BROKEN_ONEDNN_PASSES)

@@ -198,7 +198,8 @@ class FaceIndex:
         if approximate and len(self) >= ann.MIN_ENTRIES:
             found = self._approximate(queries, identity_of_row, k)
         else:
-            found = search.top_identities(self.embeddings, identity_of_row, queries, k)
+            found = search.top_identities(self.embeddings, identity_of_row, len(names), queries,
+                                          k)
         return [[Candidate(names[i], s.item()) for i, s in zip(ids, sims, strict=True)]
                 for ids, sims in found]
 
@@ -222,7 +223,7 @@ class FaceIndex:
                      ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Candidate rows from the IVF-PQ codes, rescored exactly, k best identities."""
         # several photos per identity and coarse 4-bit codes: over-fetch candidates
-        rows = self.ann.candidates(queries, max(64, 16 * k))  # [Q, R], -1 padded
+        rows = self.ann.candidates(queries, max(128, 24 * k))  # [Q, R], -1 padded
         valid = rows >= 0
         safe = np.where(valid, rows, 0)
         scores = np.einsum("qrd,qd->qr", self.embeddings[safe], queries)

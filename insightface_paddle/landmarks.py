@@ -14,6 +14,7 @@ centres of a 16x16 grid (2 per cell) and an 8x8 grid (6 per cell); score = sigmo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,9 @@ class KeypointModel:
         self._input = predictor.input_names[0]
 
     @classmethod
-    def from_folder(cls, folder: Path, options: PredictorOptions | None = None) -> KeypointModel:
+    def from_folder(cls, folder: str | os.PathLike[str],
+                    options: PredictorOptions | None = None) -> KeypointModel:
+        folder = Path(folder)
         meta = read_model_meta(folder)
         if meta is None or meta.get("task") != "keypoints":
             raise InsightFaceError(f"{folder}: not a keypoint model (model_meta.json with task "

@@ -17,6 +17,7 @@ tool stretched the box itself to a square; on LFW pairs that scores 82.8% agains
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,8 +151,9 @@ class FaceEmbedder:
         self.signature = ModelSignature(name, predictor.fingerprint, int(probe.shape[1]))
 
     @classmethod
-    def from_folder(cls, folder: Path, name: str | None = None,
+    def from_folder(cls, folder: str | os.PathLike[str], name: str | None = None,
                     options: PredictorOptions | None = None, **kwargs) -> FaceEmbedder:
+        folder = Path(folder)
         meta = read_model_meta(folder)
         if meta is not None:
             kwargs.setdefault("normalization", normalization_from_meta(meta, folder))

@@ -32,8 +32,9 @@ def _brute_force(index: FaceIndex, queries: np.ndarray, k: int) -> list[list[tup
 
 @pytest.fixture
 def small_blocks(monkeypatch):
-    """Blocks of 256 rows, so a few thousand entries span many blocks and both scan threads."""
-    monkeypatch.setattr(search, "BLOCK_ROWS", 256)
+    """Blocks of 32 to 256 rows (by the number of queries), so a few thousand entries span
+    many blocks and both scan threads."""
+    monkeypatch.setattr(search, "BLOCK_ROWS", 32)
 
 
 def test_blocked_exact_scan_equals_brute_force(small_blocks):
