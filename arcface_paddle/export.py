@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -70,6 +71,29 @@ def save_paddle_inference(layer: paddle.nn.Layer, folder: Path,
     for name in PADDLE_FILES:
         if not (folder / name).is_file():
             raise ArcFaceError(f"{folder}: paddle.jit.save wrote no {name}")
+
+
+@contextlib.contextmanager
+def _captured_stdout() -> Iterator[list[str]]:
+    """File descriptor 1 into a temporary file while paddle2onnx runs: its C++ side prints
+    progress lines there, which are not the tool's output -> a list that holds those lines
+    once the block has ended (the cause of a failure is among them)."""
+    import ctypes
+
+    lines: list[str] = []
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            yield lines
+        finally:
+            sys.stdout.flush()
+            ctypes.CDLL(None).fflush(None)  # C stdio's buffer, before fd 1 is given back
+            os.dup2(saved, 1)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(sink.read().decode(errors="replace").splitlines())
 
 
 def translatable_legacy_graph(pdmodel: Path, params: Path, scratch: Path) -> tuple[Path, Path]:
@@ -124,15 +148,20 @@ def convert_to_onnx(folder: Path, target: Path, opset: int = ONNX_OPSET) -> None
     with tempfile.TemporaryDirectory(prefix="legacy_graph_") as scratch:
         if graph.suffix == ".pdmodel":
             graph, params = translatable_legacy_graph(graph, params, Path(scratch))
-        try:
-            model = paddle2onnx.export(str(graph), str(params), save_file=None,
-                                       opset_version=opset, enable_onnx_checker=True,
-                                       optimize_tool=None)
-        except (Exception, SystemExit) as exc:  # paddle2onnx logs the cause, then exits
+        failure: BaseException | None = None
+        with _captured_stdout() as printed:
+            try:
+                model = paddle2onnx.export(str(graph), str(params), save_file=None,
+                                           opset_version=opset, enable_onnx_checker=True,
+                                           optimize_tool=None)
+            except (Exception, SystemExit) as exc:  # paddle2onnx prints the cause, then exits
+                failure = exc
+        if failure is not None:
             hint = (" (legacy .pdmodel graphs may not translate; export the weights from a "
                     "checkpoint instead)") if graph.suffix == ".pdmodel" else ""
-            raise ArcFaceError(f"{folder}: ONNX conversion failed "
-                               f"({exc or 'see the log above'}){hint}") from None
+            said = [line for line in printed if "ERROR" in line]
+            cause = said[-1].strip() if said else str(failure) or "no message"
+            raise ArcFaceError(f"{folder}: ONNX conversion failed ({cause}){hint}") from None
     if not isinstance(model, (bytes, bytearray)) or not model:
         raise ArcFaceError(f"{folder}: ONNX conversion produced no model")
     with atomic_open(target, "wb") as handle:

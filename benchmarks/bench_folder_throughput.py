@@ -97,14 +97,20 @@ def main() -> None:
         # record the predictor calls of one pass over each folder (also the warm-up)
         calls: dict[Path, list] = {folder: [] for folder in folders}
         faces = 0
-        real = detector.predictor, embedder.predictor
+        # every model the CLI runs: the detector, the recogniser and, when faces are aligned,
+        # the keypoint model
+        models = [detector, embedder]
+        if app.cropper.keypoints is not None:
+            models.append(app.cropper.keypoints)
+        real = [model.predictor for model in models]
         for folder in folders:
-            detector.predictor = RecordingPredictor(real[0], calls[folder])
-            embedder.predictor = RecordingPredictor(real[1], calls[folder])
+            for model, predictor in zip(models, real, strict=True):
+                model.predictor = RecordingPredictor(predictor, calls[folder])
             warm = predict_source(app, InputSource(folder), RunReport())
             assert not warm.failures, warm.failures
             faces += sum(len(f) for _, f in warm.results)
-        detector.predictor, embedder.predictor = real
+        for model, predictor in zip(models, real, strict=True):
+            model.predictor = predictor
 
         def bare(folder: Path) -> None:
             for predictor, feeds in calls[folder]:

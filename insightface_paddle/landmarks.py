@@ -14,6 +14,7 @@ centres of a 16x16 grid (2 per cell) and an 8x8 grid (6 per cell); score = sigmo
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +39,15 @@ MIN_SCORE = 0.5
 #: the model is tiny (about 100k parameters): on CPU one thread runs a batch of 6 crops in
 #: less time than two, which only contend with the detector's and recognizer's threads
 CPU_THREADS = 1
+
+
+def _preferred_backend(folder: Path, options: PredictorOptions) -> str:
+    """ONNX Runtime when the folder has the converter's `model.onnx` and onnxruntime is
+    installed (on CPU it runs this tiny network ~2x faster than paddle.inference, whose
+    per-op cost dominates here), unless the options name a backend or a GPU."""
+    if options.backend != "auto" or options.use_gpu or not (folder / "model.onnx").is_file():
+        return options.backend
+    return "onnx" if importlib.util.find_spec("onnxruntime") else "auto"
 
 
 def anchor_centres(meta: dict[str, Any], input_size: int) -> np.ndarray:
@@ -100,6 +110,7 @@ class KeypointModel:
         size = int(meta.get("input", {}).get("size", [128])[0])
         probe = np.zeros((1, 3, size, size), np.float32)
         options = replace(options or PredictorOptions(), cpu_threads=CPU_THREADS)
+        options = replace(options, backend=_preferred_backend(folder, options))
         predictor = create_predictor(folder, options,
                                      probe=lambda p: p.run({p.input_names[0]: probe}))
         return cls(predictor, meta, folder)

@@ -20,6 +20,7 @@ from insightface_paddle import zoo
 from insightface_paddle.fileio import sha256_file
 from insightface_paddle.landmarks import MIN_SCORE, KeypointModel, expanded_square
 from insightface_paddle.media import read_image
+from insightface_paddle.predictor import PredictorOptions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,6 +95,9 @@ def test_converted_folder_is_found_by_the_zoo_with_its_metadata(model_home, shar
     sums = dict(reversed(line.split()) for line in (folder / "SHA256SUMS").read_text()
                 .splitlines())
     assert sums["inference.pdiparams"] == sha256_file(folder / "inference.pdiparams")
+    assert sums["model.onnx"] == sha256_file(folder / "model.onnx")  # the copy runtimes prefer
+    # onnxruntime is installed here: the runtime takes the ONNX copy by itself
+    assert type(KeypointModel.from_folder(folder).predictor).__name__ == "OnnxPredictor"
     assert (folder / "LICENSE").read_text().startswith(
         (shared("models/mediapipe_face_0.10.14/LICENSE")).read_text()[:200])
 
@@ -119,10 +123,14 @@ def _real_crops(shared, detector, keypoints: KeypointModel) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_port_equals_the_tflite_interpreter_on_real_crops(shared, detector, model_home):
+@pytest.mark.parametrize("backend", ["paddle", "onnx"])
+def test_port_equals_the_tflite_interpreter_on_real_crops(shared, detector, model_home, backend):
+    """Both files of the folder: the Paddle model, and the ONNX copy the runtime prefers."""
     from ai_edge_litert.interpreter import Interpreter
 
-    keypoints = KeypointModel.from_folder(zoo.resolve("BlazeFaceKeypoints"))
+    keypoints = KeypointModel.from_folder(zoo.resolve("BlazeFaceKeypoints"),
+                                          PredictorOptions(backend=backend))
+    assert type(keypoints.predictor).__name__.lower().startswith(backend)
     crops = _real_crops(shared, detector, keypoints)
     assert len(crops) == 200 + 13
     interpreter = Interpreter(model_path=str(shared(MEDIAPIPE_FACE)))
