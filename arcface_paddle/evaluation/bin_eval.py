@@ -17,8 +17,7 @@ embeddings, so every rank works on its share and none waits in a barrier for lon
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -109,28 +108,6 @@ def embed_views(model: ModelLike, images: Sequence[bytes], batch_size: int = 64,
     if not len(images):
         raise ArcFaceError(f"{name}: no images to embed")
     embedder = as_embedder(model)
-    with whole_batches(embedder, 2 * batch_size if mirror else batch_size):
-        return _embed_batches(embedder, images, batch_size, mirror, name, progress)
-
-
-@contextlib.contextmanager
-def whole_batches(embedder: Embedder, size: int) -> Iterator[None]:
-    """The runtime's embedder runs at most `max_batch_size` faces per predictor call (the faces
-    of a photo; 8 by default); evaluation hands it whole batches with their mirrors, and split
-    into calls of 8 those ran 10% slower on lfw.bin. Raised for the block, then restored."""
-    previous = getattr(embedder, "max_batch_size", None)
-    if previous is None or previous >= size:
-        yield
-        return
-    embedder.max_batch_size = size  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        embedder.max_batch_size = previous  # type: ignore[attr-defined]
-
-
-def _embed_batches(embedder: Embedder, images: Sequence[bytes], batch_size: int, mirror: bool,
-                   name: str, progress: bool) -> tuple[np.ndarray, np.ndarray | None]:
     plain, mirrored = [], []
     for start in tqdm(range(0, len(images), batch_size), desc=f"embedding {name}",
                       unit="batch", leave=False,
