@@ -2,7 +2,10 @@
 embedding of the same 24,000 forward passes (12,000 faces and their mirrors), side by side.
 
 Each phase runs in its own process, so its peak RSS is its own:
-  bare          the published model's predictor on prepared random batches, no decoding
+  bare          the published model's predictor on prepared random batches, no decoding, in
+                the embedder's calls of 8 faces as validation makes them (measured: 206-218
+                img/s at 8 to 128 per call, but peak RSS 574 MB at 8 and 3.3 GB at 128; the
+                in-memory export of a checkpoint slows from ~150 to 70 img/s at 128)
   validation    run_validation(--model_dir mobileface): decode, preprocess, flip, 10-fold
   checkpoint    run_validation(--checkpoint_dir) on the published weights imported into
                 MobileFaceNet_128: exported in memory, run through paddle.inference (oneDNN)
@@ -43,9 +46,9 @@ def phase_bare(model_dir: Path, faces: int) -> dict:
     embedder.run(batch)  # warm-up: oneDNN kernels for this shape
     start = time.perf_counter()
     done = 0
-    while done < faces:
+    while done < faces:  # in the embedder's own calls (max_batch_size faces), as validation
         n = min(BATCH, faces - done)
-        embedder.predictor.run({embedder.predictor.input_names[0]: batch[:2 * n]})
+        embedder.run(batch[:2 * n])
         done += n
     return {"seconds": time.perf_counter() - start, "passes": 2 * faces}
 
