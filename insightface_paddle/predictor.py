@@ -191,6 +191,9 @@ class OnnxPredictor:
         session_options = ort.SessionOptions()
         session_options.intra_op_num_threads = options.cpu_threads
         session_options.log_severity_level = 3
+        # its idle threads would spin for the cores the next model in the pipeline (the
+        # detector or recogniser in paddle.inference) needs
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(
                 str(graph), sess_options=session_options, providers=providers

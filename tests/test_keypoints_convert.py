@@ -96,8 +96,13 @@ def test_converted_folder_is_found_by_the_zoo_with_its_metadata(model_home, shar
                 .splitlines())
     assert sums["inference.pdiparams"] == sha256_file(folder / "inference.pdiparams")
     assert sums["model.onnx"] == sha256_file(folder / "model.onnx")  # the copy runtimes prefer
-    # onnxruntime is installed here: the runtime takes the ONNX copy by itself
-    assert type(KeypointModel.from_folder(folder).predictor).__name__ == "OnnxPredictor"
+    # onnxruntime is installed here: the runtime takes the ONNX copy by itself, with the
+    # runtime's threads, which do not spin for the cores between calls
+    predictor = KeypointModel.from_folder(folder, PredictorOptions(cpu_threads=2)).predictor
+    assert type(predictor).__name__ == "OnnxPredictor"
+    session = predictor._session.get_session_options()
+    assert session.intra_op_num_threads == 2
+    assert session.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert (folder / "LICENSE").read_text().startswith(
         (shared("models/mediapipe_face_0.10.14/LICENSE")).read_text()[:200])
 
