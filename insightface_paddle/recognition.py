@@ -162,10 +162,13 @@ class FaceEmbedder:
                 kwargs.setdefault("input_size", input_size_from_meta(size, folder))
             name = name or meta.get("name")
         width, height = kwargs.get("input_size", INPUT_SIZE)
-        probe = np.zeros((1, 3, height, width), np.float32)
-        predictor = create_predictor(
-            folder, options, probe=lambda p: p.run({p.input_names[0]: probe}))
-        return cls(predictor, name or folder.name, **kwargs)
+        zeros = np.zeros((1, 3, height, width), np.float32)
+
+        def probe(predictor: Predictor) -> None:
+            if len(predictor.input_names) == 1:  # others (detectors) are refused by __init__
+                predictor.run({predictor.input_names[0]: zeros})
+
+        return cls(create_predictor(folder, options, probe=probe), name or folder.name, **kwargs)
 
     def preprocess(self, rgb: np.ndarray, boxes: np.ndarray | None = None) -> np.ndarray:
         """uint8 RGB [H, W, 3] and detector boxes [K, >=4] (None = the whole image) ->

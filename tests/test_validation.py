@@ -224,6 +224,16 @@ def test_validation_errors_are_one_line(tiny_weights, small_set, tmp_path):
                                    str(small_set)), "--backbone FresResNet50")
 
 
+def test_a_detector_folder_is_not_taken_for_a_recognition_model(shared, small_set, tmp_path):
+    detector = shared("models/blazeface_fpn_ssh_1000e_v1.0_infer")
+    for tool, args in (("export.py", ["--export_type", "onnx", "--output_dir",
+                                      str(tmp_path / "out")]),
+                       ("validation.py", ["--val_targets", str(small_set)])):
+        assert_one_line_error(run_tool(tool, "--model_dir", str(detector), *args),
+                              "a recognition model takes one input")
+    assert not (tmp_path / "out").exists()
+
+
 def test_onnx_without_onnxruntime_is_one_line(tiny_weights, small_set, tmp_path):
     out = tmp_path / "onnx_only"
     export_checkpoint(tiny_weights, out, "onnx", check_data=small_set)
