@@ -2,9 +2,9 @@
 of this family were trained on.
 
 A similarity transform (rotation, uniform scale, translation) is fitted by least squares over
-the points (Umeyama's closed form, reflections excluded), so a few noisy points cannot shear
-the face as a full affine fit would. Coordinates follow OpenCV: (0, 0) is the centre of the top
-left pixel.
+the points (a closed form, reflections excluded, as Umeyama's), so a few noisy points cannot
+shear the face as a full affine fit would. Coordinates follow OpenCV: (0, 0) is the centre of
+the top left pixel.
 """
 
 from __future__ import annotations
@@ -38,16 +38,17 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
         raise InsightFaceError(f"similarity fit needs two [N>=2, 2] point sets, got {src.shape} "
                                f"and {dst.shape}")
     src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    variance = (src_c ** 2).sum() / len(src)
-    if variance <= 1e-12:
+    # points as complex numbers: the best scaled rotation is one complex factor c minimising
+    # sum |c z - w|^2 (Umeyama's result without reflections, with no SVD)
+    z = (src[:, 0] - src_mean[0]) + 1j * (src[:, 1] - src_mean[1])
+    w = (dst[:, 0] - dst_mean[0]) + 1j * (dst[:, 1] - dst_mean[1])
+    energy = float((z.real ** 2 + z.imag ** 2).sum())
+    if energy <= 1e-12 * len(src):
         raise InsightFaceError("similarity fit: the source points coincide")
-    u, s, vt = np.linalg.svd(dst_c.T @ src_c / len(src))
-    d = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
-    rotation = u @ d @ vt
-    scale = np.trace(np.diag(s) @ d) / variance
-    translation = dst_mean - scale * rotation @ src_mean
-    return np.hstack([scale * rotation, translation[:, None]]).astype(np.float32)
+    c = (np.conj(z) * w).sum() / energy
+    linear = np.array([[c.real, -c.imag], [c.imag, c.real]])
+    translation = dst_mean - linear @ src_mean
+    return np.hstack([linear, translation[:, None]]).astype(np.float32)
 
 
 def warp_to_template(rgb: np.ndarray, points: np.ndarray, template: np.ndarray,

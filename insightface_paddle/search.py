@@ -18,13 +18,13 @@ calls would spend their time waking threads.
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+
+from .workers import cpu_workers, executor
 
 #: rows per block for a batch of 32 queries: 16384 x 128 float32 is 8 MB of gallery and the
 #: scores [32, 16384] are 2 MB that stay in cache. Fewer queries take longer blocks (up to 8x,
@@ -36,25 +36,13 @@ BLOCK_ROWS = 16384
 def block_rows(n_queries: int) -> int:
     return BLOCK_ROWS * max(1, min(8, 32 // max(n_queries, 1)))
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+
+_lock = threading.Lock()
 
 
 def gallery_layout(embeddings: np.ndarray) -> np.ndarray:
     """float32 [N, D], C-contiguous (no copy when it already is)."""
     return np.ascontiguousarray(embeddings, dtype=np.float32)
-
-
-def _workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(_workers(), thread_name_prefix="insightface-search")
-        return _pool
 
 
 _controller = None
@@ -66,7 +54,7 @@ def _blas_single_thread() -> Any:
     The threadpoolctl controller (which looks up the loaded BLAS libraries, ~ms) is made once.
     """
     global _controller
-    with _pool_lock:
+    with _lock:
         if _controller is None:
             from threadpoolctl import ThreadpoolController
 
@@ -149,12 +137,12 @@ def top_rows(gallery: np.ndarray, queries: np.ndarray, want: int,
     n_rows = len(gallery)
     want = max(1, min(want, n_rows))
     rows = block_rows(len(queries))
-    parts = list(_split(n_rows, _workers(), rows))
+    parts = list(_split(n_rows, cpu_workers(), rows))
     with _blas_single_thread():
         if len(parts) == 1:
             pieces = [_scan_blocks(gallery, queries, parts[0], rows, want)]
         else:
-            futures = [_executor().submit(_scan_blocks, gallery, queries, p, rows, want)
+            futures = [executor().submit(_scan_blocks, gallery, queries, p, rows, want)
                        for p in parts]
             pieces = [f.result() for f in futures]
     q, r, s = (np.concatenate(x) for x in zip(*pieces, strict=True))
