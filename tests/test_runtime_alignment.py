@@ -18,7 +18,7 @@ from insightface_paddle.alignment import (
 )
 from insightface_paddle.cli import main
 from insightface_paddle.face_crops import ALIGNED, FACE_SQUARE, FALLBACK, FaceCropper
-from insightface_paddle.landmarks import KeypointModel, anchor_centres
+from insightface_paddle.landmarks import KeypointModel, Square, anchor_centres
 from insightface_paddle.media import read_image
 from insightface_paddle.recognition import crop_face
 
@@ -91,6 +91,15 @@ def test_decoding_picks_the_face_inside_the_box(keypoints):
     np.testing.assert_allclose(points, np.arange(12).reshape(6, 2) + keypoints.anchors[600])
     logits[600] = -1.0  # below MIN_SCORE: nothing
     assert keypoints.decode(regressors, logits, inner) is None
+
+
+def test_crops_made_on_worker_threads_equal_one_by_one_in_order(keypoints, shared):
+    rgb = read_image(shared("demo/friends/query/friends2.jpg"))
+    squares = [Square(x, y, side) for x, y, side in
+               ((100, 50, 500), (900, 300, 333), (-40, -40, 128), (1700, 900, 64), (1200, 0, 260))]
+    together = keypoints.prepare(rgb, squares)
+    alone = np.concatenate([keypoints.prepare(rgb, [sq]) for sq in squares])
+    assert np.array_equal(together, alone) and len(set(map(bytes, together))) == len(squares)
 
 
 @pytest.mark.slow
