@@ -22,7 +22,7 @@ warnings.filterwarnings("ignore", message="No ccache found", category=UserWarnin
 warnings.filterwarnings("ignore", message="When training, we now always track global mean",
                         category=UserWarning)
 
-from insightface_paddle.errors import InsightFaceError  # noqa: E402
+from insightface_paddle.errors import InsightFaceError, describe_os_error  # noqa: E402
 from insightface_paddle.native_stderr import silence_native_stderr  # noqa: E402
 
 from .errors import ArcFaceError  # noqa: E402
@@ -72,8 +72,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None],
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(141)
     except OSError as exc:  # the machine said no (disk full, permissions): one line too
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         sys.exit(1)
     except MemoryError as exc:  # Paddle's ResourceExhausted too: sizes beyond this machine
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "allocation failed"

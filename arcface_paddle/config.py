@@ -22,9 +22,7 @@ from typing import Any
 
 from prettytable import PrettyTable
 
-from insightface_paddle.fileio import output_folder_problem
-
-from .errors import ArcFaceError
+from .errors import ArcFaceError, require_output_folder
 from .lr import DECAYS, TRAIN_UNITS
 
 BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "base.py"
@@ -329,9 +327,7 @@ def check_paths(config: Config) -> None:
             except OSError as exc:
                 raise ArcFaceError(f"--label_file {config.label_file}: cannot read "
                                    f"({exc.strerror or exc})") from None
-    problem = output_folder_problem(config.output)
-    if problem is not None:
-        raise ArcFaceError(f"--output {problem}")
+    require_output_folder(config.output, "--output")
 
 
 def _shown(value: Any) -> Any:

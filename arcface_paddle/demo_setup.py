@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from insightface_paddle import demo_photos, zoo
-from insightface_paddle.errors import InsightFaceError
+from insightface_paddle.errors import InsightFaceError, describe_os_error
 
 from .errors import ArcFaceError
 
@@ -80,8 +80,7 @@ def _attempt(what: str, get: Callable[[], T], missing: list[_Missing]) -> T | No
     except (InsightFaceError, ArcFaceError) as exc:
         missing.append(_Missing(what, str(exc)))
     except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        missing.append(_Missing(what, f"{where}{exc.strerror or exc}"))
+        missing.append(_Missing(what, describe_os_error(exc)))
     return None
 
 

@@ -30,13 +30,13 @@ import numpy as np
 import paddle
 
 from insightface_paddle.errors import InsightFaceError
-from insightface_paddle.fileio import atomic_open, output_folder_problem, sha256_file
+from insightface_paddle.fileio import atomic_open, sha256_file
 from insightface_paddle.folders import folder_for_output
 from insightface_paddle.predictor import META_FILE, META_FORMAT_VERSION, PredictorOptions
 from insightface_paddle.recognition import FACE_NORMALIZATION, INPUT_SIZE, FaceEmbedder
 
 from .backbones import build_backbone
-from .errors import ArcFaceError
+from .errors import ArcFaceError, require_output_folder
 from .weights import assign_weights
 
 EXPORT_TYPES = ("paddle", "onnx", "all")
@@ -286,20 +286,12 @@ def export_weights(arrays: Mapping[str, np.ndarray], backbone: str, embedding_si
         return report
 
 
-def check_output_dir(output_dir: str | os.PathLike[str]) -> None:
-    """Refuse an `--output_dir` nothing can be written in, before any model is read."""
-    problem = output_folder_problem(output_dir)
-    if problem is not None:
-        raise ArcFaceError(f"--output_dir {problem}")
-
-
 @contextlib.contextmanager
 def _staging_folder(output_dir: str | os.PathLike[str]) -> Iterator[tuple[Path, Path]]:
     """(the output folder, made if missing; a temporary folder inside it) for the block. The
     temporary folder is always removed; the output folder too when the block put nothing in a
     folder it had to create."""
-    output = Path(output_dir)
-    check_output_dir(output)
+    output = Path(output_dir)  # checked by the callers before any model was read
     with folder_for_output(output, "--output_dir"):
         staging = Path(tempfile.mkdtemp(prefix=".export.", dir=output))
         try:
@@ -357,7 +349,7 @@ def export_checkpoint(checkpoint: str | os.PathLike[str], output_dir: str | os.P
     if export_type not in EXPORT_TYPES:
         raise ArcFaceError(f"--export_type {export_type!r}: expected one of "
                            f"{', '.join(EXPORT_TYPES)}")
-    check_output_dir(output_dir)
+    require_output_folder(output_dir, "--output_dir")
     arrays, backbone, embedding_size, path = load_backbone_weights(checkpoint, backbone,
                                                                     embedding_size)
     faces, described = check_faces_from(check_data)
@@ -372,7 +364,7 @@ def convert_model_folder(model_dir: str | os.PathLike[str], output_dir: str | os
     """A Paddle inference folder (e.g. the published MobileFace) -> `output_dir`/model.onnx +
     model_meta.json, checked against the Paddle model on the same faces (read, like the output
     folder, before the conversion starts)."""
-    check_output_dir(output_dir)
+    require_output_folder(output_dir, "--output_dir")
     source = Path(model_dir)
     try:
         paddle_model = FaceEmbedder.from_folder(source, options=PredictorOptions(

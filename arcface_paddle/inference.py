@@ -7,7 +7,6 @@ so the embeddings are those `insightfacepaddle` would compute.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from insightface_paddle.errors import InsightFaceError
-from insightface_paddle.fileio import atomic_open, atomic_path, output_folder_problem
+from insightface_paddle.fileio import atomic_open, atomic_path
 from insightface_paddle.media import list_images, read_image
 from insightface_paddle.predictor import PredictorOptions
 from insightface_paddle.recognition import FaceEmbedder, crop_face, l2_normalize
@@ -66,13 +65,6 @@ def image_files(image_path: str) -> list[Path]:
     except InsightFaceError as exc:
         raise ArcFaceError(f"--image_path {exc}") from None
     return [path]
-
-
-def check_output(output: str | os.PathLike[str]) -> None:
-    """Refuse an `--output` folder nothing can be written in, before any model loads."""
-    problem = output_folder_problem(output)
-    if problem is not None:
-        raise ArcFaceError(f"--output {problem}")
 
 
 def faces_of(files: Sequence[Path], detect: bool, det_model: str = "BlazeFace",

@@ -31,7 +31,6 @@ from paddle import nn
 from prettytable import PrettyTable
 
 from insightface_paddle.errors import InsightFaceError
-from insightface_paddle.fileio import output_file_problem
 from insightface_paddle.predictor import PredictorOptions, create_predictor
 
 from .backbones.mobilefacenet import Bottleneck, MobileFaceNet, MobileFaceNet_128
@@ -41,7 +40,7 @@ from .data.verification_bin import (
     check_usable_verification_set,
     load_verification_bin,
 )
-from .errors import ArcFaceError
+from .errors import ArcFaceError, require_output_file
 from .evaluation.bin_eval import EmbedFn, embed_views, paddle_layer_embed_fn
 from .evaluation.verification import pair_cosine, ten_fold_accuracy
 from .weights import layer_arrays, save_weights
@@ -305,9 +304,7 @@ def import_and_verify(model_dir: str | os.PathLike[str], bin_path: str | os.Path
     flags); `say` receives one line with the work ahead and its estimated duration (measured on
     one batch), since the full LFW comparison takes most of an hour on 2 CPU cores."""
     if output is not None:
-        problem = output_file_problem(output)
-        if problem is not None:
-            raise ArcFaceError(f"--output {problem}")
+        require_output_file(output, "--output")
     if batch_size < 1 or compare_images < 1:
         raise ArcFaceError(f"--batch_size and --compare_images must be at least 1, got "
                            f"{batch_size} and {compare_images}")

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 TINY_CONFIG = REPO / "configs" / "tiny_cpu.py"
 MODES = ("dynamic", "static")
 #: name -> overrides of the tiny config
@@ -36,7 +37,6 @@ SETTINGS = {
 
 
 def setting_config(setting: str, mode: str | None = None):
-    sys.path.insert(0, str(REPO))
     from arcface_paddle.config import load_config
 
     overrides = list(SETTINGS[setting].items())
@@ -75,7 +75,6 @@ def time_setting(setting: str, steps: int) -> dict[str, list[float]]:
 
 def worker(output: Path, steps: int) -> None:
     """One rank of the launched job; rank 0 writes the step times of every setting."""
-    sys.path.insert(0, str(REPO))
     from arcface_paddle import distributed
 
     distributed.init_distributed()

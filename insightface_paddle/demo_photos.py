@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import zoo
-from .errors import InsightFaceError
+from .errors import InsightFaceError, describe_os_error
 from .fileio import remove_temporaries, sha256_file
 from .folders import make_folder, remove_empty
 
@@ -130,8 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # an unreadable copy or cache: the machine's answer to a path
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 1
     return 0
 

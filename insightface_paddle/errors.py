@@ -6,3 +6,10 @@ class InsightFaceError(Exception):
 
     The CLI prints the message alone (no traceback) and exits non-zero.
     """
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An error of the machine (permissions, a full disk, a missing file) as one line: the path
+    it names, then the system's reason."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"

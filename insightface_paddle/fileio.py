@@ -181,15 +181,21 @@ def output_folder_problem(path: str | os.PathLike[str]) -> str | None:
 
 
 def _unwritable(target: Path, folder: Path) -> str | None:
-    """Why no file can be made in `folder` (the nearest existing folder of `target`), or None.
+    """Why no file can be made in `folder` (the nearest existing folder of `target`), or None."""
+    refusal = write_refusal(folder)
+    return None if refusal is None else f"{target}: cannot write there ({folder}: {refusal})"
+
+
+def write_refusal(folder: Path) -> str | None:
+    """The system's reason no file can be made in the existing `folder`, or None.
 
     A file is really made (and vanishes on close): `os.access` says yes to root on /proc,
-    /sys and other places that refuse every write."""
+    /sys, read-only mounts and other places that refuse every write."""
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        return f"{target}: cannot write there ({folder}: {exc.strerror or exc})"
+        return str(exc.strerror or exc)
     return None
 
 

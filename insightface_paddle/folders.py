@@ -4,11 +4,11 @@ run fails before writing into them: a failed run leaves no empty folders behind.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import InsightFaceError
+from .fileio import write_refusal
 
 
 def make_folder(folder: Path, what: str) -> list[Path]:
@@ -22,18 +22,18 @@ def make_folder(folder: Path, what: str) -> list[Path]:
     if probe.exists() and not probe.is_dir():
         raise InsightFaceError(f"{what} {folder}: {probe} is a file, not a folder")
     created: list[Path] = []
-    step = "cannot create folder"
     try:
         for path in reversed(missing):
             path.mkdir()
             created.append(path)
-        step = "not writable"
-        # os.access says yes to root on read-only mounts and /proc: really write a file
-        with tempfile.TemporaryFile(dir=folder):
-            pass
     except OSError as exc:
         remove_empty(created)
-        raise InsightFaceError(f"{what} {folder}: {step} ({exc.strerror or exc})") from None
+        raise InsightFaceError(f"{what} {folder}: cannot create folder "
+                               f"({exc.strerror or exc})") from None
+    refusal = write_refusal(folder)
+    if refusal is not None:
+        remove_empty(created)
+        raise InsightFaceError(f"{what} {folder}: not writable ({refusal})")
     return created
 
 

@@ -37,15 +37,13 @@ def block_rows(n_queries: int) -> int:
     return BLOCK_ROWS * max(1, min(8, 32 // max(n_queries, 1)))
 
 
-_lock = threading.Lock()
-
-
 def gallery_layout(embeddings: np.ndarray) -> np.ndarray:
     """float32 [N, D], C-contiguous (no copy when it already is)."""
     return np.ascontiguousarray(embeddings, dtype=np.float32)
 
 
 _controller = None
+_lock = threading.Lock()
 
 
 def _blas_single_thread() -> Any:

@@ -223,15 +223,9 @@ def fetch(url: str, target: Path, name: str, hint: str, sha256: str | None = Non
         raise DownloadError(f"cannot download {name} from {url} ({reason})", hint) from None
 
 
-def cached_problem(name: str) -> str | None:
-    """None when zoo model `name` is in the cache, complete and unmodified; else why not
-    (without downloading anything)."""
-    return folder_problem(name, model_home() / ZOO[name].archive)
-
-
 def folder_problem(name: str, folder: Path) -> str | None:
-    """None when `folder` holds a complete, unmodified copy of zoo model `name` (a copy kept
-    outside the cache, such as one the demo converts); else why not."""
+    """None when `folder` holds a complete, unmodified copy of zoo model `name` (in the cache
+    or kept outside it, such as one the demo converts); else why not. Downloads nothing."""
     return _verify(ZOO[name], folder) if folder.is_dir() else f"{folder} is missing"
 
 

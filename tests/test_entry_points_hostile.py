@@ -19,12 +19,10 @@ and the shell scripts.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import runpy
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -38,6 +36,7 @@ import numpy as np
 import pytest
 
 from arcface_paddle.command import run_main
+from refusals import assert_refused, run_in_session
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / "tools"
@@ -140,37 +139,11 @@ def snapshot(path: Path) -> object:
     return None
 
 
-def assert_refused(code: int | None, stdout: str, stderr: str, fragments: Sequence[str],
-                   exit_code: int | None = 1) -> str:
-    """`exit_code` None: any non-zero status (a shell script's)."""
-    shown = f"exit {code}\nstdout:\n{stdout[-1500:]}\nstderr:\n{stderr[-3000:]}"
-    assert "Traceback" not in stdout + stderr, shown
-    assert code != 0 if exit_code is None else code == exit_code, shown
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), shown
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in the line\n{shown}"
-    return lines[0]
-
-
 def run_process(command: Sequence[str], env: Mapping[str, str] | None = None,
                 cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run `command` in a session of its own; kill all of it and fail if it is still running
-    after QUICK_S or leaves a process behind."""
-    process = subprocess.Popen(list(command), cwd=cwd, env={**os.environ, **(env or {})},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=QUICK_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"{command} was still working after {QUICK_S} s: the refusal did not come "
-                    f"first\n{stderr[-2000:]}")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail(f"{command} left processes running")
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    """`command` must refuse within QUICK_S, before any long work, and leave nothing running."""
+    return run_in_session(command, QUICK_S, f"{command} (the refusal did not come first)", cwd,
+                          {**os.environ, **(env or {})})
 
 
 # -- the tools' cases -------------------------------------------------------------------------

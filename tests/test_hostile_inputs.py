@@ -26,6 +26,7 @@ from insightface_paddle import Face, InsightFace, InsightFaceError
 from insightface_paddle.media import InputSource, decode_image
 from insightface_paddle.outputs import MANIFEST, OutputFolder
 from insightface_paddle.report import RunReport, results_json, results_table
+from refusals import assert_refused
 
 REPO = Path(__file__).resolve().parents[1]
 #: the two ways to start the CLI: the module, and what the `insightfacepaddle` script runs
@@ -61,14 +62,8 @@ def run_cli(argv: list[str], entry: str = "module", env: dict[str, str] | None =
 
 
 def assert_one_line(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert result.returncode != 0, result.stdout
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+    return assert_refused(result.returncode, result.stdout, result.stderr, fragments,
+                          exit_code=None)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from arcface_paddle.data.recordio import write_rec_dataset
 from arcface_paddle.train import train
 from dist_scripts import tiny_backbones
 from dist_scripts.launching import clean_env, launch_command, worker_logs
+from refusals import run_in_session
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "tools" / "train.py"
@@ -90,33 +90,8 @@ def unwritable(tmp: Path) -> Path:
 
 
 def run_group(command: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
-    """Run `command` in a process group of its own; on a timeout kill the whole group (ranks,
-    DataLoader workers: nothing is left running) and fail."""
-    process = subprocess.Popen(command, cwd=REPO, env=clean_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"{what} hung for {timeout} s\n{stdout[-1500:]}\n{stderr[-1500:]}")
-    left = leftovers(process.pid)
-    assert not left, f"{what} left processes running: {left}"
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-
-
-def leftovers(group: int) -> list[int]:
-    """Processes still alive in process group `group`, killed (and waited for a moment)."""
-    alive = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and os.getpgid(int(entry.name)) == group:
-                alive.append(int(entry.name))
-        except (ProcessLookupError, PermissionError):
-            pass
-    if alive:
-        os.killpg(group, signal.SIGKILL)
-    return alive
+    """Run `command` from the checkout in a session of its own (nothing may outlive it)."""
+    return run_in_session(command, timeout, what, env=clean_env())
 
 
 def run_train(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -32,11 +32,6 @@ def test_shared_beside_the_checkout_is_used_when_present(tmp_path):
     assert find_shared_root({SHARED_ENV: ""}, clone) == beside
 
 
-def test_the_suite_follows_the_rule(shared):
-    """This very run: the fixture's folder is the one the rule gives."""
-    assert shared(".").resolve() == find_shared_root(os.environ)
-
-
 def _clone_with_shared_demo(tmp_path: Path, shared_demo: Path | None) -> Path:
     """A copy of what demo.sh runs, with (or without) a ../shared holding only the demo photos."""
     clone = tmp_path / "clone"

@@ -24,10 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prettytable import PrettyTable
 
 from arcface_paddle.command import run_main
-from arcface_paddle.errors import ArcFaceError
+from arcface_paddle.errors import ArcFaceError, require_output_folder
 from arcface_paddle.inference import (
     benchmark,
-    check_output,
     embed_to_files,
     faces_of,
     image_files,
@@ -76,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ArcFaceError(f"--batch_sizes {args.batch_sizes!r}: expected e.g. 1,32") from None
     files = image_files(args.image_path) if args.image_path else []
     if files:
-        check_output(args.output)
+        require_output_folder(args.output, "--output")
     options = PredictorOptions(use_gpu=args.use_gpu, cpu_threads=args.cpu_threads)
     embedder = load_model(args.export_type, args.model_dir, args.model_file, args.params_file,
                           args.onnx_file, options)

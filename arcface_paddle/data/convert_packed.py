@@ -8,9 +8,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from insightface_paddle.fileio import output_folder_problem, remove_temporaries, write_bytes_atomic
+from insightface_paddle.fileio import remove_temporaries, write_bytes_atomic
 
-from ..errors import ArcFaceError
+from ..errors import ArcFaceError, require_output_folder
 from .convert_common import copy_verification_sets, read_listed_image, verification_sets
 from .label_file import LABEL_FILE, check_unique_paths, read_label_file, write_label_file
 from .packed import DEFAULT_MAX_SHARD_BYTES, LENGTH, NAMES_FILE, PackedReader, PackedWriter
@@ -49,7 +49,7 @@ def images_to_packed(image_dir: str | os.PathLike[str], bin_dir: str | os.PathLi
     if not entries:  # an empty packed folder is no dataset: say so rather than write one
         raise ArcFaceError(f"{label_path}: no images listed")
     check_unique_paths((relative for relative, _ in entries), str(label_path))
-    _check_output_folder(bin_dir)
+    require_output_folder(bin_dir)
     with PackedWriter(bin_dir, max_shard_bytes) as writer:
         for relative, label in tqdm(entries, unit="img", desc="images -> packed",
                                     disable=not progress):
@@ -66,7 +66,7 @@ def packed_to_images(bin_dir: str | os.PathLike[str], image_dir: str | os.PathLi
     reader = PackedReader(bin_dir)
     image_dir = Path(image_dir)
     label_path = image_dir / LABEL_FILE
-    _check_output_folder(image_dir)
+    require_output_folder(image_dir)
     if label_path.exists():
         raise ArcFaceError(f"{label_path}: already exists; unpack into a new folder")
     shards = reader.meta["shards"]
@@ -89,9 +89,3 @@ def packed_to_images(bin_dir: str | os.PathLike[str], image_dir: str | os.PathLi
     copied = copy_verification_sets(bin_dir, image_dir, exclude=shards)
     write_label_file(label_path, entries)
     return _summary(reader, copied)
-
-
-def _check_output_folder(folder: str | os.PathLike[str]) -> None:
-    problem = output_folder_problem(folder)
-    if problem is not None:
-        raise ArcFaceError(problem)

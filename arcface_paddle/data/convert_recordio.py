@@ -21,12 +21,11 @@ from tqdm import tqdm
 
 from insightface_paddle.fileio import (
     atomic_open,
-    output_folder_problem,
     remove_temporaries,
     write_bytes_atomic,
 )
 
-from ..errors import ArcFaceError
+from ..errors import ArcFaceError, require_output_folder
 from ..lifetime import die_with_parent
 from .convert_common import copy_verification_sets, image_extension
 from .label_file import write_label_file
@@ -138,9 +137,7 @@ def recordio_to_images(root_dir: str | os.PathLike[str], output_dir: str | os.Pa
     root_dir, output_dir = Path(root_dir), Path(output_dir)
     if root_dir.resolve() == output_dir.resolve():
         raise ArcFaceError(f"--output_dir {output_dir} is the dataset folder itself")
-    problem = output_folder_problem(output_dir)
-    if problem is not None:
-        raise ArcFaceError(f"--output_dir {problem}")
+    require_output_folder(output_dir, "--output_dir")
     reader = RecFaceReader(root_dir)
     images_dir = output_dir / IMAGES_DIR
     images_dir.mkdir(parents=True, exist_ok=True)

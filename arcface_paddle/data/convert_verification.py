@@ -16,13 +16,11 @@ from tqdm import tqdm
 
 from insightface_paddle.fileio import (
     atomic_open,
-    output_file_problem,
-    output_folder_problem,
     remove_temporaries,
     write_bytes_atomic,
 )
 
-from ..errors import ArcFaceError
+from ..errors import ArcFaceError, require_output_file, require_output_folder
 from .convert_common import image_extension, read_listed_image
 from .label_file import check_relative_path
 from .verification_bin import (
@@ -80,9 +78,7 @@ def verification_bin_to_folder(bin_path: str | os.PathLike[str],
                                progress: bool = True) -> VerificationSummary:
     """`.bin` -> `folder/images/00000000.jpg ...` (bytes unchanged) and `folder/pairs.txt`."""
     folder = Path(folder)
-    problem = output_folder_problem(folder)
-    if problem is not None:
-        raise ArcFaceError(problem)
+    require_output_folder(folder)
     dataset = load_verification_bin(bin_path)
     pairs_path = folder / PAIRS_FILE
     if pairs_path.exists():
@@ -109,9 +105,7 @@ def folder_to_verification_bin(folder: str | os.PathLike[str],
     """`folder/pairs.txt` and the images it names -> an insightface `.bin` that training can
     use (`check_usable_verification_set`): a set it cannot score is refused, not written."""
     folder = Path(folder)
-    problem = output_file_problem(bin_path)
-    if problem is not None:
-        raise ArcFaceError(problem)
+    require_output_file(bin_path)
     if os.path.lexists(bin_path):  # like pairs.txt and meta.json: never replaced silently
         raise ArcFaceError(f"{bin_path}: already exists; remove it or choose another name")
     pairs = read_pairs_file(folder / PAIRS_FILE)

@@ -10,9 +10,9 @@ from typing import Any
 
 from prettytable import PrettyTable
 
-from insightface_paddle.fileio import atomic_open, output_file_problem, output_folder_problem
+from insightface_paddle.fileio import atomic_open
 
-from ..errors import ArcFaceError
+from ..errors import ArcFaceError, require_output_file, require_output_folder
 from .bin_eval import SetReport
 from .verification import FARS, roc_curve
 
@@ -51,13 +51,9 @@ def check_report_paths(json_path: str | os.PathLike[str] | None,
     """Refuse a `--json` file or `--plot` folder that cannot be written (or plots without
     matplotlib) before any set is read or model loaded, not after the evaluation."""
     if json_path:
-        problem = output_file_problem(json_path)
-        if problem is not None:
-            raise ArcFaceError(f"--json {problem}")
+        require_output_file(json_path, "--json")
     if plot_dir:
-        problem = output_folder_problem(plot_dir)
-        if problem is not None:
-            raise ArcFaceError(f"--plot {problem}")
+        require_output_folder(plot_dir, "--plot")
         _pyplot()
 
 

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import paddle
 
-from insightface_paddle.fileio import output_folder_problem, sha256_file
+from insightface_paddle.fileio import sha256_file
 
-from ..errors import ArcFaceError
+from ..errors import ArcFaceError, require_output_folder
 from .blazeface_short import BLOCKS, HEADS, INPUT_SIZE, REGRESSORS, BlazeFaceShortRange
 from .tflite_file import TfliteGraph, read_tflite
 
@@ -228,11 +228,9 @@ def check_output(output: Path) -> None:
     """Refuse, before any download or conversion, an `output` the model folder cannot replace:
     a file, a folder holding anything but an earlier conversion (it is replaced whole), or a
     place where nothing can be written (the folder is staged beside it)."""
-    problem = output_folder_problem(output)
-    if problem is None and output.is_dir():
-        problem = output_folder_problem(output.parent)
-    if problem is not None:
-        raise ArcFaceError(f"--output {problem}")
+    require_output_folder(output, "--output")
+    if output.is_dir():
+        require_output_folder(output.parent, "--output")
     if output.is_dir() and any(output.iterdir()) and not _is_conversion(output):
         raise ArcFaceError(f"--output {output}: a folder that is not a {MODEL_NAME} model "
                            "folder; the conversion would replace it whole, choose a new folder")
