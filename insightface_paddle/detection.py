@@ -18,13 +18,20 @@ import os
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import yaml
 
 from .errors import InsightFaceError
-from .predictor import Normalization, Predictor, PredictorOptions, create_predictor
+from .predictor import (
+    GraphFix,
+    Normalization,
+    Predictor,
+    PredictorOptions,
+    create_predictor,
+)
 
 #: BlazeFace's `infer_cfg.yml`: mean [123, 117, 104], std 127.502231 on the 0..255 scale, RGB.
 #: The old tool used ImageNet mean/std (0..1 scale) instead. Measured side by side
@@ -37,10 +44,31 @@ IMAGENET_NORMALIZATION = Normalization(
     (0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255), "RGB"
 )
 
-#: oneDNN's conv + activation fusion miscompiles this detector in Paddle 3.3: boxes move by up to
-#: 13 px and scores drop (checked against plain CPU kernels and the PIR translation, which agree
-#: to 1e-4); without the pass oneDNN matches them and stays ~4x faster than plain kernels.
-BROKEN_ONEDNN_PASSES = ("conv_activation_onednn_fuse_pass",)
+
+def keep_concat_relus_apart(program: Any) -> None:
+    """Rewrite each `relu` that follows a `concat` as `thresholded_relu(threshold=0)`, the same
+    function, in a legacy `ProgramDesc`.
+
+    Why: Paddle 3.3's oneDNN conv + activation pass also moves an activation after a concat into
+    the convolutions feeding it, even where those convolutions' outputs feed other ops too. In
+    BlazeFace's SSH heads they do, so the pass moved boxes by up to 13 px and lost faces; the
+    detector used to run with the whole pass off. Kept apart, the two concat-fed relus run alone,
+    every other conv + activation pair is fused, the boxes equal plain CPU kernels' (to 1e-4), and
+    a 640x360 pass is ~15% faster than with the pass off. The PIR form of the pass crashes on this
+    model, so a PIR copy of it runs with the pass off (BLAZEFACE_FIX).
+    """
+    from paddle.base.proto import framework_pb2  # installed with paddle, like the program
+
+    block = program.blocks[0]
+    producers = {name: op.type for op in block.ops for out in op.outputs for name in out.arguments}
+    for op in block.ops:
+        if op.type == "relu" and producers.get(op.inputs[0].arguments[0]) == "concat":
+            op.type = "thresholded_relu"
+            threshold = op.attrs.add()
+            threshold.name, threshold.type, threshold.f = "threshold", framework_pb2.FLOAT, 0.0
+
+
+BLAZEFACE_FIX = GraphFix(keep_concat_relus_apart, ("conv_activation_onednn_fuse_pass",))
 
 #: the stride of the finest head; the coarser map is resized to it inside the model, so any
 #: multiple of 8 gives the same boxes (checked against 32 on the demo queries, to 0.2 px)
@@ -141,7 +169,7 @@ class FaceDetector:
         folder = Path(folder)
         normalization = normalization_from_infer_cfg(folder) or BLAZEFACE_NORMALIZATION
         options = options or PredictorOptions()
-        options = replace(options, delete_passes=options.delete_passes + BROKEN_ONEDNN_PASSES)
+        options = replace(options, graph_fix=BLAZEFACE_FIX)
         probe = {"image": np.zeros((1, 3, 64, 64), np.float32),
                  "im_shape": np.array([[64, 64]], np.float32),
                  "scale_factor": np.ones((1, 2), np.float32)}

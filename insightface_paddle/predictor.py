@@ -39,8 +39,18 @@ class PredictorOptions:
     enable_mkldnn: bool = True
     #: "auto" picks by the files present; "paddle" or "onnx" force one
     backend: str = "auto"
-    #: Paddle IR passes to skip for a model they miscompile
-    delete_passes: tuple[str, ...] = ()
+    #: for a model one of Paddle's passes miscompiles
+    graph_fix: GraphFix | None = None
+
+
+@dataclass(frozen=True)
+class GraphFix:
+    """How to load a model one of Paddle's passes miscompiles: a legacy program (`.pdmodel`) is
+    edited by `rewrite` (a `ProgramDesc` in, changed in place) so that the passes run safely;
+    a PIR program (`.json`), which is not edited here, runs without `passes`."""
+
+    rewrite: Callable[[Any], None]
+    passes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -97,8 +107,9 @@ def model_files(folder: Path, backend: str = "auto") -> tuple[str, Path, Path | 
     )
 
 
-def _check_graph(graph: Path) -> None:
-    """Reject files Paddle would crash on: it segfaults on a garbage `.pdmodel`."""
+def _read_graph(graph: Path) -> Any:
+    """-> the legacy `ProgramDesc` of a `.pdmodel`, or None for the PIR `.json`; rejects files
+    Paddle would crash on (it segfaults on a garbage `.pdmodel`)."""
     data = graph.read_bytes()
     if graph.suffix == ".json":
         try:
@@ -107,7 +118,7 @@ def _check_graph(graph: Path) -> None:
             raise InsightFaceError(f"{graph}: corrupt model graph ({exc})") from None
         if not isinstance(parsed, dict) or "program" not in parsed:
             raise InsightFaceError(f"{graph}: not a Paddle program")
-        return
+        return None
     from google.protobuf.message import DecodeError  # installed with paddle
     from paddle.base.proto import framework_pb2
 
@@ -119,6 +130,7 @@ def _check_graph(graph: Path) -> None:
     ops = {op.type for block in program.blocks for op in block.ops}
     if not {"feed", "fetch"} <= ops:
         raise InsightFaceError(f"{graph}: not an inference model (no feed/fetch ops)")
+    return program
 
 
 def _import_paddle_inference() -> Any:
@@ -136,8 +148,15 @@ def _import_paddle_inference() -> Any:
 class PaddlePredictor:
     def __init__(self, graph: Path, params: Path, options: PredictorOptions) -> None:
         paddle_infer = _import_paddle_inference()
-        _check_graph(graph)
-        config = paddle_infer.Config(str(graph), str(params))
+        program = _read_graph(graph)
+        fix = options.graph_fix
+        if fix is not None and program is not None:
+            fix.rewrite(program)
+            config = paddle_infer.Config()
+            graph_bytes, params_bytes = program.SerializeToString(), params.read_bytes()
+            config.set_model_buffer(graph_bytes, len(graph_bytes), params_bytes, len(params_bytes))
+        else:
+            config = paddle_infer.Config(str(graph), str(params))
         if options.use_gpu:
             config.enable_use_gpu(256, options.gpu_id)
         else:
@@ -148,8 +167,9 @@ class PaddlePredictor:
                 config.set_mkldnn_cache_capacity(16)  # bounded memory across input shapes
             else:
                 config.disable_mkldnn()
-        for name in options.delete_passes:
-            config.delete_pass(name)
+        if fix is not None and program is None:
+            for name in fix.passes:
+                config.delete_pass(name)
         config.disable_glog_info()
         config.switch_use_feed_fetch_ops(False)
         self.source = graph.parent

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from insightface_paddle.detection import FaceDetector
+from insightface_paddle.detection import FaceDetector, keep_concat_relus_apart
 from insightface_paddle.errors import InsightFaceError
 from insightface_paddle.media import read_image
 from insightface_paddle.predictor import (
@@ -68,18 +68,42 @@ def blazeface_pir(tmp_path_factory, shared) -> Path:
 @pytest.mark.slow
 def test_detector_gives_the_same_boxes_from_both_formats_and_kernels(blazeface_pir, detector,
                                                                      model_home, shared, caplog):
-    """Legacy and PIR formats, oneDNN (the default) and plain CPU kernels: the same boxes."""
+    """Legacy and PIR formats, oneDNN with its fusions (the default) and plain CPU kernels: the
+    same boxes, on one-pass and two-pass photos, small faces and one filling the photo."""
     plain = PredictorOptions(enable_mkldnn=False)
     legacy = FaceDetector.from_folder(model_home / "blazeface_fpn_ssh_1000e_v1.0_infer", plain)
     # oneDNN cannot run this translated program: the probe notices and falls back, with a word
     with caplog.at_level("WARNING"):
         pir = FaceDetector.from_folder(blazeface_pir)
     assert "retrying with oneDNN off" in caplog.text
-    rgb = read_image(shared("demo/friends/query/friends2.jpg"))
-    reference = legacy.detect(rgb)
-    assert len(reference) == 6
-    np.testing.assert_allclose(pir.detect(rgb), reference, atol=0.05)
-    np.testing.assert_allclose(detector.detect(rgb), reference, atol=0.05)
+    for name, faces in (("friends2.jpg", 6), ("friends1.jpg", 6), ("Rachel.png", 1)):
+        rgb = read_image(shared(f"demo/friends/query/{name}"))
+        reference = legacy.detect(rgb)
+        assert len(reference) == faces, name
+        np.testing.assert_allclose(pir.detect(rgb), reference, atol=0.05, err_msg=name)
+        np.testing.assert_allclose(detector.detect(rgb), reference, atol=0.05, err_msg=name)
+
+
+def test_only_the_concat_fed_relus_are_rewritten(shared):
+    """The detector's program rewrite touches the two relus Paddle's fusion mishandles (those
+    after a concat) and nothing else; the rewritten ones compute relu."""
+    from paddle.base.proto import framework_pb2
+
+    graph = shared("models/blazeface_fpn_ssh_1000e_v1.0_infer/inference.pdmodel")
+    program = framework_pb2.ProgramDesc()
+    program.ParseFromString(graph.read_bytes())
+    before = [(op.type, len(op.attrs)) for op in program.blocks[0].ops]
+    keep_concat_relus_apart(program)
+    after = program.blocks[0].ops
+    changed = [i for i, op in enumerate(after) if (op.type, len(op.attrs)) != before[i]]
+    assert len(after) == len(before) and len(changed) == 2
+    producers = {name: op.type for op in after for out in op.outputs for name in out.arguments}
+    for i in changed:
+        op = after[i]
+        assert before[i][0] == "relu" and op.type == "thresholded_relu"
+        assert producers[op.inputs[0].arguments[0]] == "concat"
+        assert [a.f for a in op.attrs if a.name == "threshold"] == [0.0]
+    assert sum(op.type == "relu" for op in after) == sum(t == "relu" for t, _ in before) - 2
 
 
 class TinyRecognizer:
