@@ -132,7 +132,7 @@ class KeypointModel:
             shrink = sq.side > size
             resized = cv2.resize(crop, (size, size),
                                  interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            batch[i] = self.normalization.apply(resized.astype(np.float32)).transpose(2, 0, 1)
+            self.normalization.into_chw(resized, batch[i])
 
         if len(squares) > 1 and cpu_workers() > 1:
             list(executor().map(fill, range(len(squares))))
