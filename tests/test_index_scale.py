@@ -30,14 +30,20 @@ def _brute_force(index: FaceIndex, queries: np.ndarray, k: int) -> list[list[tup
     return out
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Blocks of 32 to 256 rows (by the number of queries), so a few thousand entries span
-    many blocks and both scan threads."""
-    monkeypatch.setattr(search, "BLOCK_ROWS", 32)
+@pytest.fixture(params=["blocked", "whole"])
+def scan(request, monkeypatch):
+    """Both exact searches: the blocked scan, with blocks of 32 to 256 rows (by the number of
+    queries) so that a few thousand entries span many blocks and both scan threads; and the
+    small gallery's single product."""
+    if request.param == "blocked":
+        monkeypatch.setattr(search, "BLOCK_ROWS", 32)
+        monkeypatch.setattr(search, "WHOLE_SCORE_ROWS", 0)
+    else:
+        monkeypatch.setattr(search, "WHOLE_SCORE_ROWS", 10_000)
+    return request.param
 
 
-def test_blocked_exact_scan_equals_brute_force(small_blocks):
+def test_exact_search_equals_brute_force(scan, monkeypatch):
     rng = np.random.default_rng(0)
     rows = rng.standard_normal((5000, 16)).astype(np.float32)
     labels = [f"id{i % 700}" for i in range(5000)]
@@ -54,6 +60,12 @@ def test_blocked_exact_scan_equals_brute_force(small_blocks):
             assert [c.label for c in found] == [label for label, _ in truth]
             np.testing.assert_allclose([c.similarity for c in found], [s for _, s in truth],
                                        atol=1e-5)
+    if scan == "blocked":  # the scan really ran in blocks, on both threads
+        calls = []
+        original = search._scan_blocks
+        monkeypatch.setattr(search, "_scan_blocks", lambda *a: calls.append(a[2]) or original(*a))
+        index.search(queries, MODEL, k=5)
+        assert len(calls) >= 2 and sum(map(len, calls)) > 20
     # more identities asked for than exist: all of them, best first
     tiny = FaceIndex(MODEL)
     tiny.add(["a", "a", "b"], rows[:3])
