@@ -73,7 +73,7 @@ def preprocess_faces(faces: Sequence[np.ndarray] | np.ndarray,
         pixels = face.astype(np.float32)
         if pixels.shape[:2] != (height, width):
             pixels = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
-        batch[i] = normalization.apply(pixels).transpose(2, 0, 1)
+        normalization.into_chw(pixels, batch[i])
     return batch
 
 
