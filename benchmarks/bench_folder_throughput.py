@@ -4,7 +4,8 @@ makes, measured side by side in one run.
 The photos are shared ones (the demo queries, then raw LFW portraits), in folders of `--chunk`.
 "Bare" replays exactly the predictor calls the pipeline made for these images (recorded on a
 first pass, so whatever passes the detector chooses are the ones replayed), on already prepared
-inputs. "CLI" is `insightfacepaddle --det --rec --index ... --input FOLDER`'s loop, in process
+inputs, side by side where the pipeline made them side by side.
+"CLI" is `insightfacepaddle --det --rec --index ... --input FOLDER`'s loop, in process
 (`cli.predict`: decoding, reading ahead, detection, recognition, search, the table), without
 the one-off model and index loading. The ratio bare time / CLI time is the share of the
 predictors' speed the CLI reaches (1.00 = all of it); the row without read-ahead shows what the
@@ -20,6 +21,7 @@ import io
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,20 +36,40 @@ from insightface_paddle import InsightFace, cli
 from insightface_paddle.media import IMAGE_SUFFIXES, InputSource
 from insightface_paddle.report import RunReport, results_table
 from insightface_paddle.runner import predict_source
+from insightface_paddle.workers import executor
 
 
 class RecordingPredictor:
-    """Passes calls through to a predictor and keeps a copy of every feed."""
+    """Passes calls through to a predictor and keeps a copy of every feed, and whether the call
+    came from the runtime's worker threads (made side by side with others) or the main one."""
 
     def __init__(self, inner, calls: list) -> None:
         self.inner = inner
         self.calls = calls
         self.input_names = inner.input_names
         self.fingerprint = inner.fingerprint
+        self.concurrent_runs = inner.concurrent_runs
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        self.calls.append((self.inner, {k: np.array(v, copy=True) for k, v in feeds.items()}))
+        side_by_side = threading.current_thread() is not threading.main_thread()
+        self.calls.append((self.inner, {k: np.array(v, copy=True) for k, v in feeds.items()},
+                           side_by_side))
         return self.inner.run(feeds)
+
+
+def replay(calls: list) -> None:
+    """Run recorded calls as they were made: in order, and each run of calls made side by side
+    on the worker threads (a photo's faces split for the keypoint model) side by side again."""
+    i = 0
+    while i < len(calls):
+        j = i + 1
+        if calls[i][2]:
+            while j < len(calls) and calls[j][2]:
+                j += 1
+            list(executor().map(lambda call: call[0].run(call[1]), calls[i:j]))
+        else:
+            calls[i][0].run(calls[i][1])
+        i = j
 
 
 def make_folders(shared: Path, count: int, chunk: int, target: Path) -> list[Path]:
@@ -113,8 +135,7 @@ def main() -> None:
             model.predictor = predictor
 
         def bare(folder: Path) -> None:
-            for predictor, feeds in calls[folder]:
-                predictor.run(feeds)
+            replay(calls[folder])
 
         cli_args = {folder: cli.build_parser().parse_args(
             ["--det", "--rec", "--index", str(index_path), "--input", str(folder)])

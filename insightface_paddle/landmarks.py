@@ -37,10 +37,12 @@ from .workers import cpu_workers, executor
 
 EXPANSION = 2.5
 MIN_SCORE = 0.5
-#: the model is tiny (about 100k parameters): in paddle.inference one thread runs a batch of 6
-#: crops in less time than two (its per-op cost dominates); ONNX Runtime runs it with the
-#: runtime's threads (6 crops on 2 cores: 9.8 ms with one thread, 6.0 ms with two)
-PADDLE_CPU_THREADS = 1
+#: the model is tiny (about 100k parameters) and its per-op cost dominates: each call runs on one
+#: thread, and where the predictor takes concurrent calls (ONNX Runtime) a photo's faces are split
+#: among the worker threads, each cutting its crops and running the model on them (the 6 faces of
+#: friends2.jpg: crops and keypoints 14-15.5 ms split in two, 17-21 ms as one call on crops made
+#: in parallel). paddle.inference predictors take one call at a time.
+KEYPOINT_THREADS = 1
 
 
 def _preferred_backend(folder: Path, options: PredictorOptions) -> str:
@@ -112,17 +114,18 @@ class KeypointModel:
         size = int(meta.get("input", {}).get("size", [128])[0])
         probe = np.zeros((1, 3, size, size), np.float32)
         options = options or PredictorOptions()
-        options = replace(options, backend=_preferred_backend(folder, options))
-        if options.backend != "onnx":
-            options = replace(options, cpu_threads=PADDLE_CPU_THREADS)
+        options = replace(options, backend=_preferred_backend(folder, options),
+                          cpu_threads=KEYPOINT_THREADS)
         predictor = create_predictor(folder, options,
                                      probe=lambda p: p.run({p.input_names[0]: probe}))
         return cls(predictor, meta, folder)
 
-    def prepare(self, rgb: np.ndarray, squares: list[Square]) -> np.ndarray:
-        """uint8 RGB and crop squares -> the model's input [K, 3, s, s]. The crops are made on
-        the shared worker threads: area-resizing a ~500 px square to 128 takes ~1.4 ms, and
-        the 6 faces of a 1920x1080 photo took 10.4 ms one after another, 7.1 ms on 2 cores."""
+    def prepare(self, rgb: np.ndarray, squares: list[Square], parallel: bool = True
+                ) -> np.ndarray:
+        """uint8 RGB and crop squares -> the model's input [K, 3, s, s]. With `parallel` the
+        crops are made on the shared worker threads: area-resizing a ~500 px square to 128 takes
+        ~1.4 ms, and the 6 faces of a 1920x1080 photo took 10.4 ms one after another, 7.1 ms on
+        2 cores."""
         size = self.input_size
         batch = np.zeros((len(squares), 3, size, size), np.float32)
 
@@ -134,12 +137,33 @@ class KeypointModel:
                                  interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             self.normalization.into_chw(resized, batch[i])
 
-        if len(squares) > 1 and cpu_workers() > 1:
+        if parallel and len(squares) > 1 and cpu_workers() > 1:
             list(executor().map(fill, range(len(squares))))
         else:
             for i in range(len(squares)):
                 fill(i)
         return batch
+
+    def _infer(self, rgb: np.ndarray, squares: list[Square], parallel: bool
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """-> the model's regressors [K, A, R] and logits [K, A] for the crops of `squares`."""
+        batch = self.prepare(rgb, squares, parallel)
+        regressors, logits = self.predictor.run({self._input: batch})[:2]
+        return regressors, logits.reshape(len(squares), -1)
+
+    def _infer_all(self, rgb: np.ndarray, squares: list[Square]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """`_infer` over all squares; split among the worker threads (crops and model call in
+        each) when the predictor takes concurrent calls, else one call on crops made in
+        parallel. A worker never waits on the pool itself, so the split cannot deadlock."""
+        parts = min(cpu_workers(), len(squares))
+        if parts < 2 or not getattr(self.predictor, "concurrent_runs", False):
+            return self._infer(rgb, squares, parallel=True)
+        shares = [[squares[i] for i in part]
+                  for part in np.array_split(np.arange(len(squares)), parts)]
+        outputs = list(executor().map(lambda share: self._infer(rgb, share, False), shares))
+        return (np.concatenate([o[0] for o in outputs]),
+                np.concatenate([o[1] for o in outputs]))
 
     def decode(self, regressors: np.ndarray, logits: np.ndarray, inner: tuple[float, float,
                float, float]) -> np.ndarray | None:
@@ -162,8 +186,7 @@ class KeypointModel:
         if not len(boxes):
             return []
         squares = [expanded_square(b) for b in boxes]
-        regressors, logits = self.predictor.run({self._input: self.prepare(rgb, squares)})[:2]
-        logits = logits.reshape(len(squares), -1)
+        regressors, logits = self._infer_all(rgb, squares)
         found: list[np.ndarray | None] = []
         for box, sq, reg, logit in zip(boxes, squares, regressors, logits, strict=True):
             to_input = self.input_size / sq.side

@@ -82,6 +82,9 @@ class Predictor(Protocol):
     input_names: list[str]
     #: sha256 of the weights file: two models with equal fingerprints embed identically
     fingerprint: str
+    #: whether `run` may be called from several threads at once: an ONNX Runtime session may,
+    #: a paddle.inference predictor (one set of input and output tensors) may not
+    concurrent_runs: bool
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
@@ -133,7 +136,19 @@ def _read_graph(graph: Path) -> Any:
     return program
 
 
+#: how long (ms) Paddle's OpenMP threads keep spinning after a parallel region. Intel's default,
+#: 200 ms, keeps a core busy long after each model call, so the work between calls (keypoint
+#: crops and ONNX Runtime's keypoint model, the worker pool, the read-ahead thread) gets one core
+#: of two: with 1 ms the landmark stage of friends2.jpg took 14-15 ms instead of 26-27, and the
+#: model calls themselves no longer (ops within a call follow each other in microseconds);
+#: benchmarks/bench_openmp_blocktime.py. 0 is far worse (every op waits for its threads to wake).
+#: A value the user set in the environment is kept.
+OPENMP_BLOCKTIME_MS = "1"
+
+
 def _import_paddle_inference() -> Any:
+    # read when Paddle's OpenMP runtime starts, at the first model loaded, not at import
+    os.environ.setdefault("KMP_BLOCKTIME", OPENMP_BLOCKTIME_MS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # paddle warns about ccache at import
@@ -181,6 +196,7 @@ class PaddlePredictor:
         self.input_names = list(self._predictor.get_input_names())
         self._output_names = list(self._predictor.get_output_names())
         self.fingerprint = sha256_file(params)
+        self.concurrent_runs = False
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
@@ -222,6 +238,7 @@ class OnnxPredictor:
             raise InsightFaceError(f"{graph}: cannot load ONNX model ({exc})") from None
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.fingerprint = sha256_file(graph)
+        self.concurrent_runs = True
         self.source = graph.parent
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

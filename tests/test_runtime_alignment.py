@@ -4,13 +4,14 @@ onto the ArcFace template, the fallback to the face square, the index's policy c
 from __future__ import annotations
 
 import json
+import threading
 
 import cv2
 import numpy as np
 import pytest
 
 from benchmarks.lfw_raw import read_landmarks
-from insightface_paddle import InsightFace, InsightFaceError
+from insightface_paddle import InsightFace, InsightFaceError, landmarks
 from insightface_paddle.alignment import (
     ARCFACE_TEMPLATE,
     similarity_transform,
@@ -100,6 +101,43 @@ def test_crops_made_on_worker_threads_equal_one_by_one_in_order(keypoints, share
     together = keypoints.prepare(rgb, squares)
     alone = np.concatenate([keypoints.prepare(rgb, [sq]) for sq in squares])
     assert np.array_equal(together, alone) and len(set(map(bytes, together))) == len(squares)
+
+
+class _CallLog:
+    """A predictor proxy that notes which thread made each call and how many crops it held."""
+
+    def __init__(self, inner, concurrent: bool) -> None:
+        self.inner, self.concurrent_runs, self.calls = inner, concurrent, []
+        self.input_names, self.fingerprint = inner.input_names, inner.fingerprint
+
+    def run(self, feeds):
+        batch = feeds[self.input_names[0]]
+        self.calls.append((threading.current_thread() is threading.main_thread(), len(batch)))
+        return self.inner.run(feeds)
+
+
+@pytest.mark.parametrize("concurrent", [True, False])
+def test_faces_split_among_worker_threads_get_the_keypoints_of_one_call(
+        keypoints, detector, shared, monkeypatch, concurrent):
+    """With a predictor that takes concurrent calls (ONNX Runtime, as in these tests) a photo's
+    faces are shared among the worker threads, each running the model on its share; with one
+    that does not (paddle.inference), all go in one call. The keypoints are the same."""
+    assert keypoints.predictor.concurrent_runs  # the ONNX copy the converter writes
+    rgb = read_image(shared("demo/friends/query/friends2.jpg"))
+    boxes = detector.detect(rgb)
+    one_by_one = [keypoints.locate(rgb, box[None])[0] for box in boxes]
+    log = _CallLog(keypoints.predictor, concurrent)
+    monkeypatch.setattr(keypoints, "predictor", log)
+    monkeypatch.setattr(landmarks, "cpu_workers", lambda: 2)  # two shares on any machine
+    together = keypoints.locate(rgb, boxes)
+    if concurrent:
+        assert len(log.calls) == 2 and not any(main for main, _ in log.calls)
+        assert sorted(n for _, n in log.calls) == [3, 3]
+    else:
+        assert log.calls == [(True, 6)]
+    assert len(together) == len(boxes) == 6
+    for mine, alone in zip(together, one_by_one, strict=True):
+        np.testing.assert_allclose(mine, alone, atol=1e-3)
 
 
 @pytest.mark.slow

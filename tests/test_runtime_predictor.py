@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -171,3 +172,24 @@ def test_in_place_normalisation_equals_apply_and_transpose(order):
     expected = norm.apply(rgb.astype(np.float32)).transpose(2, 0, 1)
     np.testing.assert_allclose(out[:, :7, :5], expected, rtol=1e-6, atol=1e-6)
     assert np.all(out[:, 7:, :] == 7.0) and np.all(out[:, :, 5:] == 7.0)
+
+
+@pytest.mark.parametrize("user_value", [None, "30"])
+def test_openmp_threads_stop_spinning_soon_after_a_call_unless_the_user_says(model_home,
+                                                                           user_value):
+    """Loading a Paddle model sets Intel OpenMP's block time to 1 ms (its 200 ms default keeps a
+    core spinning through the work between model calls); a value in the environment is kept."""
+    script = (
+        "import ctypes, sys\n"
+        "from insightface_paddle import zoo\n"
+        "from insightface_paddle.recognition import FaceEmbedder\n"
+        "FaceEmbedder.from_folder(zoo.resolve('MobileFace'))\n"
+        "lib = [l.split()[-1] for l in open('/proc/self/maps') if 'libiomp5' in l][0]\n"
+        "print(ctypes.CDLL(lib).kmp_get_blocktime())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "KMP_BLOCKTIME"}
+    if user_value is not None:
+        env["KMP_BLOCKTIME"] = user_value
+    out = subprocess.run([sys.executable, "-c", script], env=env, check=True,
+                         capture_output=True, text=True, timeout=120).stdout
+    assert out.split()[-1] == (user_value or "1")
