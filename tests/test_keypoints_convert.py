@@ -16,7 +16,7 @@ from arcface_paddle.errors import ArcFaceError
 from arcface_paddle.keypoints import convert as conversion
 from benchmarks.bench_lfw_raw_pipeline import central
 from conftest import MEDIAPIPE_FACE
-from insightface_paddle import zoo
+from insightface_paddle import landmarks, zoo
 from insightface_paddle.fileio import sha256_file
 from insightface_paddle.landmarks import MIN_SCORE, KeypointModel, expanded_square
 from insightface_paddle.media import read_image
@@ -96,12 +96,13 @@ def test_converted_folder_is_found_by_the_zoo_with_its_metadata(model_home, shar
                 .splitlines())
     assert sums["inference.pdiparams"] == sha256_file(folder / "inference.pdiparams")
     assert sums["model.onnx"] == sha256_file(folder / "model.onnx")  # the copy runtimes prefer
-    # onnxruntime is installed here: the runtime takes the ONNX copy by itself, with the
-    # runtime's threads, which do not spin for the cores between calls
+    # onnxruntime is installed here: the runtime takes the ONNX copy by itself, one thread per
+    # call whatever the runtime's threads (a photo's faces are split among concurrent calls),
+    # and no thread spinning for the cores between calls
     predictor = KeypointModel.from_folder(folder, PredictorOptions(cpu_threads=2)).predictor
-    assert type(predictor).__name__ == "OnnxPredictor"
+    assert type(predictor).__name__ == "OnnxPredictor" and predictor.concurrent_runs
     session = predictor._session.get_session_options()
-    assert session.intra_op_num_threads == 2
+    assert session.intra_op_num_threads == landmarks.KEYPOINT_THREADS == 1
     assert session.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert (folder / "LICENSE").read_text().startswith(
         (shared("models/mediapipe_face_0.10.14/LICENSE")).read_text()[:200])
