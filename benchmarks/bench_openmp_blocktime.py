@@ -90,7 +90,7 @@ def main() -> None:
         table.add_row([label] + [f"{v:.1f}" for v in row] + [f"{row[1] / row[0]:.3f}"])
     print(table)
     for ms in SETTINGS_MS:
-        print(f"block time {ms} ms: landmark stage / predict = "
+        print(f"block time {ms} ms: predict --align keypoints / --align none = "
               f"{median[(ms, 'aligned')] / median[(ms, 'predict')]:.3f}")
 
 

@@ -45,11 +45,12 @@ class PredictorOptions:
 
 @dataclass(frozen=True)
 class GraphFix:
-    """How to load a model one of Paddle's passes miscompiles: a legacy program (`.pdmodel`) is
-    edited by `rewrite` (a `ProgramDesc` in, changed in place) so that the passes run safely;
-    a PIR program (`.json`), which is not edited here, runs without `passes`."""
+    """How to load a model one of oneDNN's passes miscompiles on CPU: a legacy program
+    (`.pdmodel`) is edited by `rewrite` (a `ProgramDesc` in, changed in place, -> whether the
+    passes can then run safely); a PIR program (`.json`), which is not edited here, or one the
+    rewrite could not make safe, runs without `passes`."""
 
-    rewrite: Callable[[Any], None]
+    rewrite: Callable[[Any], bool]
     passes: tuple[str, ...]
 
 
@@ -70,6 +71,8 @@ class Normalization:
         """RGB [h, w, 3] (uint8 or float) -> normalised into `out` float32 [3, h, w], planar as
         the models take it; one pass per channel, no temporaries (4x faster than `apply` and a
         transpose on a 640x360 image)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise InsightFaceError(f"expected an RGB image [h, w, 3], got shape {rgb.shape}")
         sources = (0, 1, 2) if self.channel_order == "RGB" else (2, 1, 0)
         for channel, source in enumerate(sources):
             np.subtract(rgb[:, :, source], np.float32(self.mean[channel]), out=out[channel],
@@ -164,9 +167,11 @@ class PaddlePredictor:
     def __init__(self, graph: Path, params: Path, options: PredictorOptions) -> None:
         paddle_infer = _import_paddle_inference()
         program = _read_graph(graph)
-        fix = options.graph_fix
+        # the passes at fault are oneDNN's: on GPU or plain CPU kernels the model loads as it is
+        fix = options.graph_fix if options.enable_mkldnn and not options.use_gpu else None
+        delete_passes = fix is not None
         if fix is not None and program is not None:
-            fix.rewrite(program)
+            delete_passes = not fix.rewrite(program)
             config = paddle_infer.Config()
             graph_bytes, params_bytes = program.SerializeToString(), params.read_bytes()
             config.set_model_buffer(graph_bytes, len(graph_bytes), params_bytes, len(params_bytes))
@@ -182,7 +187,7 @@ class PaddlePredictor:
                 config.set_mkldnn_cache_capacity(16)  # bounded memory across input shapes
             else:
                 config.disable_mkldnn()
-        if fix is not None and program is None:
+        if fix is not None and delete_passes:
             for name in fix.passes:
                 config.delete_pass(name)
         config.disable_glog_info()

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .workers import cpu_workers, executor
+from .workers import executor, parallel_workers
 
 #: rows per block for a batch of 32 queries: 16384 x 128 float32 is 8 MB of gallery and the
 #: scores [32, 16384] are 2 MB that stay in cache. Fewer queries take longer blocks (up to 8x,
@@ -143,7 +143,7 @@ def top_rows(gallery: np.ndarray, queries: np.ndarray, want: int,
     n_rows = len(gallery)
     want = max(1, min(want, n_rows))
     rows = block_rows(len(queries))
-    parts = list(_split(n_rows, cpu_workers(), rows))
+    parts = list(_split(n_rows, parallel_workers(), rows))
     with _blas_single_thread():
         if len(parts) == 1:
             pieces = [_scan_blocks(gallery, queries, parts[0], rows, want)]
@@ -180,8 +180,10 @@ def top_identities(gallery: np.ndarray, identity_of_row: np.ndarray, num_identit
     """-> per query (identity numbers, their best scores), the k best identities, best first.
 
     `identity_of_row` [N] numbers each row's identity 0..I-1 (I = `num_identities`, which the
-    caller knows: finding it here would read all N numbers at every call). Exact: queries whose
-    kept rows hold fewer than k identities are scanned again keeping eight times as many rows.
+    caller knows: finding it here would read all N numbers at every call). Exact either way: a
+    gallery of up to WHOLE_SCORE_ROWS rows is scored in one product and sorted; a larger one is
+    scanned in blocks keeping each query's best rows, and queries whose kept rows hold fewer than
+    k identities are scanned again keeping eight times as many rows.
     """
     n_rows = len(gallery)
     k = min(k, num_identities if n_rows else 0)

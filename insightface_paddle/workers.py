@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
+_this_thread = threading.local()
 
 
 def cpu_workers() -> int:
@@ -22,5 +23,17 @@ def executor() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(cpu_workers(), thread_name_prefix="insightface")
+            _pool = ThreadPoolExecutor(cpu_workers(), thread_name_prefix="insightface",
+                                       initializer=_mark_worker)
         return _pool
+
+
+def _mark_worker() -> None:
+    _this_thread.is_worker = True
+
+
+def parallel_workers() -> int:
+    """How many pool threads a caller may spread work over: `cpu_workers()`, but 1 on a thread
+    of the pool itself (a task that waited on tasks queued behind it could block every worker:
+    an app calling the runtime from the pool runs that work inline instead)."""
+    return 1 if getattr(_this_thread, "is_worker", False) else cpu_workers()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -70,6 +73,34 @@ def test_exact_search_equals_brute_force(scan, monkeypatch):
     tiny = FaceIndex(MODEL)
     tiny.add(["a", "a", "b"], rows[:3])
     assert sorted(c.label for c in tiny.search(rows[:1], MODEL, k=10)[0]) == ["a", "b"]
+
+
+def test_searches_made_on_the_runtime_worker_threads_run_inline():
+    """An app that calls the runtime from the runtime's own pool: a search there must not wait
+    on scan tasks queued behind it (with every worker doing so, none would be left to run them).
+    In a child process, so that a regression times out instead of hanging the suite."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from insightface_paddle import search, workers
+        from insightface_paddle.index import FaceIndex
+        from insightface_paddle.recognition import ModelSignature
+        workers.cpu_workers = lambda: 2  # two workers, each searching, on any machine
+        search.BLOCK_ROWS, search.WHOLE_SCORE_ROWS = 32, 0
+        model = ModelSignature("TestNet", "a" * 64, 16)
+        rows = np.random.default_rng(0).standard_normal((4000, 16)).astype(np.float32)
+        index = FaceIndex(model)
+        index.add([f"id{i % 500}" for i in range(4000)], rows)
+        pool = workers.executor()
+        assert workers.parallel_workers() == 2
+        assert pool.submit(workers.parallel_workers).result() == 1
+        jobs = [pool.submit(index.search, rows[i:i + 8], model, 3) for i in (0, 8)]
+        inline = [job.result(timeout=60) for job in jobs]
+        assert inline == [index.search(rows[i:i + 8], model, 3) for i in (0, 8)]
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.split() == ["ok"]
 
 
 def _ann_index(n: int = 6000, seed: int = 1) -> tuple[FaceIndex, np.ndarray]:

@@ -21,7 +21,7 @@ from insightface_paddle.predictor import (
     create_predictor,
     model_files,
 )
-from insightface_paddle.recognition import FaceEmbedder
+from insightface_paddle.recognition import FaceEmbedder, preprocess_faces
 
 
 def test_folder_layouts(tmp_path):
@@ -88,13 +88,9 @@ def test_detector_gives_the_same_boxes_from_both_formats_and_kernels(blazeface_p
 def test_only_the_concat_fed_relus_are_rewritten(shared):
     """The detector's program rewrite touches the two relus Paddle's fusion mishandles (those
     after a concat) and nothing else; the rewritten ones compute relu."""
-    from paddle.base.proto import framework_pb2
-
-    graph = shared("models/blazeface_fpn_ssh_1000e_v1.0_infer/inference.pdmodel")
-    program = framework_pb2.ProgramDesc()
-    program.ParseFromString(graph.read_bytes())
+    program = _blazeface_program(shared)
     before = [(op.type, len(op.attrs)) for op in program.blocks[0].ops]
-    keep_concat_relus_apart(program)
+    assert keep_concat_relus_apart(program)  # nothing else after a concat: safe for the pass
     after = program.blocks[0].ops
     changed = [i for i, op in enumerate(after) if (op.type, len(op.attrs)) != before[i]]
     assert len(after) == len(before) and len(changed) == 2
@@ -103,8 +99,47 @@ def test_only_the_concat_fed_relus_are_rewritten(shared):
         op = after[i]
         assert before[i][0] == "relu" and op.type == "thresholded_relu"
         assert producers[op.inputs[0].arguments[0]] == "concat"
-        assert [a.f for a in op.attrs if a.name == "threshold"] == [0.0]
+        assert [a.f for a in op.attrs if a.name in ("threshold", "value")] == [0.0, 0.0]
     assert sum(op.type == "relu" for op in after) == sum(t == "relu" for t, _ in before) - 2
+
+
+def _blazeface_program(shared):
+    from paddle.base.proto import framework_pb2
+
+    program = framework_pb2.ProgramDesc()
+    program.ParseFromString(
+        shared("models/blazeface_fpn_ssh_1000e_v1.0_infer/inference.pdmodel").read_bytes())
+    return program
+
+
+@pytest.mark.slow
+def test_a_concat_fed_activation_without_a_stand_in_turns_the_fusion_off(detector, shared,
+                                                                       tmp_path):
+    """Another export whose concat feeds, say, leaky_relu: the rewrite cannot keep it apart, so
+    the pass is deleted and the boxes stay right. Here BlazeFace's two concat-fed relus become
+    leaky_relu(alpha=0), the same function; fused, they move friends2.jpg's boxes by 13 px."""
+    from paddle.base.proto import framework_pb2
+
+    program = _blazeface_program(shared)
+    producers = {n: op.type for op in program.blocks[0].ops for out in op.outputs
+                 for n in out.arguments}
+    concat_fed = [op for op in program.blocks[0].ops
+                  if op.type == "relu" and producers[op.inputs[0].arguments[0]] == "concat"]
+    assert len(concat_fed) == 2
+    for op in concat_fed:
+        op.type = "leaky_relu"
+        alpha = op.attrs.add()
+        alpha.name, alpha.type, alpha.f = "alpha", framework_pb2.FLOAT, 0.0
+    (tmp_path / "inference.pdmodel").write_bytes(program.SerializeToString())
+    assert not keep_concat_relus_apart(program)
+    source = shared("models/blazeface_fpn_ssh_1000e_v1.0_infer")
+    for name in ("inference.pdiparams", "infer_cfg.yml"):
+        (tmp_path / name).symlink_to(source / name)
+    edited = FaceDetector.from_folder(tmp_path)
+    for name in ("friends2.jpg", "Rachel.png"):
+        rgb = read_image(shared(f"demo/friends/query/{name}"))
+        np.testing.assert_allclose(edited.detect(rgb), detector.detect(rgb), atol=0.05,
+                                   err_msg=name)
 
 
 class TinyRecognizer:
@@ -172,6 +207,15 @@ def test_in_place_normalisation_equals_apply_and_transpose(order):
     expected = norm.apply(rgb.astype(np.float32)).transpose(2, 0, 1)
     np.testing.assert_allclose(out[:, :7, :5], expected, rtol=1e-6, atol=1e-6)
     assert np.all(out[:, 7:, :] == 7.0) and np.all(out[:, :, 5:] == 7.0)
+
+
+@pytest.mark.parametrize("shape", [(7, 5, 4), (7, 5, 1), (7, 5)])
+def test_faces_that_are_not_rgb_are_refused(shape):
+    """RGBA, one-channel and 2-D faces: one clear error, not their first three channels or a
+    broadcast (the preprocessing is shared with training, where such a face is a data bug)."""
+    face = np.zeros(shape, np.uint8)
+    with pytest.raises(InsightFaceError, match=r"RGB image \[h, w, 3\], got shape"):
+        preprocess_faces([face])
 
 
 @pytest.mark.parametrize("user_value", [None, "30"])
