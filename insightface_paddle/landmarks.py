@@ -121,12 +121,11 @@ class KeypointModel:
                                      probe=lambda p: p.run({p.input_names[0]: probe}))
         return cls(predictor, meta, folder)
 
-    def prepare(self, rgb: np.ndarray, squares: list[Square], parallel: bool = True
-                ) -> np.ndarray:
-        """uint8 RGB and crop squares -> the model's input [K, 3, s, s]. With `parallel` the
-        crops are made on the shared worker threads: area-resizing a ~500 px square to 128 takes
-        ~1.4 ms, and the 6 faces of a 1920x1080 photo took 10.4 ms one after another, 7.1 ms on
-        2 cores."""
+    def prepare(self, rgb: np.ndarray, squares: list[Square]) -> np.ndarray:
+        """uint8 RGB and crop squares -> the model's input [K, 3, s, s]. The crops are made on
+        the shared worker threads (one after another when called on one of them): area-resizing
+        a ~500 px square to 128 takes ~1.4 ms, and the 6 faces of a 1920x1080 photo took 10.4 ms
+        one after another, 7.1 ms on 2 cores."""
         size = self.input_size
         batch = np.zeros((len(squares), 3, size, size), np.float32)
 
@@ -138,17 +137,16 @@ class KeypointModel:
                                  interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             self.normalization.into_chw(resized, batch[i])
 
-        if parallel and len(squares) > 1 and parallel_workers() > 1:
+        if len(squares) > 1 and parallel_workers() > 1:
             list(executor().map(fill, range(len(squares))))
         else:
             for i in range(len(squares)):
                 fill(i)
         return batch
 
-    def _infer(self, rgb: np.ndarray, squares: list[Square], parallel: bool
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def _infer(self, rgb: np.ndarray, squares: list[Square]) -> tuple[np.ndarray, np.ndarray]:
         """-> the model's regressors [K, A, R] and logits [K, A] for the crops of `squares`."""
-        batch = self.prepare(rgb, squares, parallel)
+        batch = self.prepare(rgb, squares)
         regressors, logits = self.predictor.run({self._input: batch})[:2]
         return regressors, logits.reshape(len(squares), -1)
 
@@ -156,13 +154,13 @@ class KeypointModel:
                    ) -> tuple[np.ndarray, np.ndarray]:
         """`_infer` over all squares; split among the worker threads (crops and model call in
         each) when the predictor takes concurrent calls, else one call on crops made in
-        parallel. The shares never use the pool themselves."""
+        parallel. A share runs on a pool thread, so its crops are made there one by one."""
         parts = min(parallel_workers(), len(squares))
-        if parts < 2 or not getattr(self.predictor, "concurrent_runs", False):
-            return self._infer(rgb, squares, parallel=True)
+        if parts < 2 or not self.predictor.concurrent_runs:
+            return self._infer(rgb, squares)
         shares = [[squares[i] for i in part]
                   for part in np.array_split(np.arange(len(squares)), parts)]
-        outputs = list(executor().map(lambda share: self._infer(rgb, share, False), shares))
+        outputs = list(executor().map(lambda share: self._infer(rgb, share), shares))
         return (np.concatenate([o[0] for o in outputs]),
                 np.concatenate([o[1] for o in outputs]))
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks.lfw_raw import read_landmarks
-from insightface_paddle import InsightFace, InsightFaceError, landmarks
+from insightface_paddle import InsightFace, InsightFaceError, workers
 from insightface_paddle.alignment import (
     ARCFACE_TEMPLATE,
     similarity_transform,
@@ -128,7 +128,7 @@ def test_faces_split_among_worker_threads_get_the_keypoints_of_one_call(
     one_by_one = [keypoints.locate(rgb, box[None])[0] for box in boxes]
     log = _CallLog(keypoints.predictor, concurrent)
     monkeypatch.setattr(keypoints, "predictor", log)
-    monkeypatch.setattr(landmarks, "parallel_workers", lambda: 2)  # two shares on any machine
+    monkeypatch.setattr(workers, "cpu_workers", lambda: 2)  # two shares on any machine
     together = keypoints.locate(rgb, boxes)
     if concurrent:
         assert len(log.calls) == 2 and not any(main for main, _ in log.calls)
